@@ -1,0 +1,9 @@
+//! rosh — a BOSH-like deployment orchestrator.
+//!
+//! The crate is a library with a thin binary on top (`src/main.rs`). Layers, from the top:
+//! `cli` (commands, output, progress) → `manifest` (YAML, go-patch ops, `((variables))`,
+//! variable generation, the validated deployment model, v1 import). `manifest` does no IO of its
+//! own: files are read by `cli` and handed down as text.
+
+pub mod cli;
+pub mod manifest;
