@@ -160,6 +160,11 @@ impl Pointer {
         Ok(Self { tokens })
     }
 
+    /// A pointer made of these tokens (the root is implied).
+    pub fn from_tokens(tokens: Vec<Token>) -> Self {
+        Self { tokens }
+    }
+
     pub fn tokens(&self) -> &[Token] {
         &self.tokens
     }
