@@ -1,9 +1,24 @@
-//! (placeholder, filled in by its owner: `rosh interpolate` and the shared interpolate flags)
+//! `rosh interpolate` (alias `int`) and the interpolate flags every manifest-reading command
+//! shares.
+//!
+//! Owns the IO around the pure manifest engine: reading the manifest (or `-` for stdin), ops
+//! files, vars files, `--var-file` contents and `--vars-env` from the environment; loading and
+//! writing back the vars store (atomically, mode 0600, and even when evaluation then fails, so
+//! generated secrets are never lost); and printing the result as YAML, JSON, or — with `--path` —
+//! the value found there (a string printed raw, as bosh does, so keys and certificates can be
+//! piped). Errors name the file and, for missing variables, the YAML path and which file (or
+//! which op of which ops file) introduced the reference.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::manifest::yaml::Value;
+use anyhow::{Context, anyhow};
+
+use crate::manifest::interpolate::{self, InterpolateError, Missing};
+use crate::manifest::patch::{self, Pointer, SourcedOp};
+use crate::manifest::vars::{self, Sources, Variables, VarsStore};
+use crate::manifest::yaml::{self, Value};
 
 /// The flags every command that reads a manifest shares with `bosh interpolate`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -20,7 +35,7 @@ pub struct VarFlags {
     /// Load variables from a YAML file (repeatable; later files win).
     #[arg(short = 'l', long = "vars-file", value_name = "PATH")]
     pub vars_files: Vec<PathBuf>,
-    /// Load variables from environment variables named PREFIX_name.
+    /// Load variables from environment variables named PREFIX_name (values parsed as YAML).
     #[arg(long = "vars-env", value_name = "PREFIX")]
     pub vars_env: Vec<String>,
     /// Load variables from a YAML file and save generated variables into it.
@@ -35,14 +50,190 @@ pub struct VarFlags {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct InterpolateArgs {}
+pub struct InterpolateArgs {
+    /// The YAML file to interpolate (`-` reads standard input).
+    #[arg(value_name = "PATH")]
+    pub manifest: PathBuf,
+    #[command(flatten)]
+    pub flags: VarFlags,
+    /// Print only the value at this go-patch path (e.g. /instance_groups/name=api/instances).
+    #[arg(long = "path", value_name = "OP-PATH")]
+    pub path: Option<String>,
+    /// Print the result as JSON instead of YAML.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: InterpolateArgs) -> anyhow::Result<ExitCode> {
+    // Parse --path before touching anything, so a typo costs nothing.
+    let pointer = args
+        .path
+        .as_deref()
+        .map(|p| Pointer::parse(p).with_context(|| format!("--path '{p}'")))
+        .transpose()?;
+    let document = render_file(&args.manifest, &args.flags)?;
+    let (value, raw_string) = match &pointer {
+        Some(ptr) => {
+            let found = patch::find(&document, ptr).with_context(|| format!("--path '{ptr}'"))?;
+            let raw = matches!(found, Value::String(_));
+            (found, raw)
+        }
+        None => (document, false),
+    };
+    let text = if args.json {
+        let mut s = serde_json::to_string_pretty(&yaml::to_json(&value))?;
+        s.push('\n');
+        s
+    } else if raw_string {
+        format!("{}\n", value.as_str().unwrap_or_default())
+    } else {
+        yaml::to_string(&value)
+    };
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not an error worth reporting.
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    Ok(ExitCode::SUCCESS)
+}
 
 /// Reads `path`, applies the ops files and interpolates the variables named in `flags`,
 /// exactly as `rosh interpolate` does, and returns the resulting document.
-pub fn render_file(_path: &Path, _flags: &VarFlags) -> anyhow::Result<Value> {
-    anyhow::bail!("not built yet")
+pub fn render_file(path: &Path, flags: &VarFlags) -> anyhow::Result<Value> {
+    let name = path.display().to_string();
+    let text = read_input(path)?;
+    let raw = yaml::parse(&text, &name)?;
+    render_document(raw, &name, flags)
 }
 
-pub fn run(_args: InterpolateArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+/// As [`render_file`], for a document already in hand (`name` is used in errors).
+pub fn render_document(raw: Value, name: &str, flags: &VarFlags) -> anyhow::Result<Value> {
+    let ops = read_ops(&flags.ops_files)?;
+    let mut variables = load_variables(flags)?;
+
+    let mut doc = raw.clone();
+    patch::apply_all(&mut doc, &ops)?;
+
+    let options = interpolate::Options { expect_all_found: flags.var_errs, expect_all_used: flags.var_errs_unused };
+    let result = interpolate::evaluate(doc, &mut variables, &options);
+
+    // Save what was generated before reporting any failure: a generated CA must not be lost.
+    if let (Some(store_path), Some(store)) = (&flags.vars_store, variables.store())
+        && store.changed()
+    {
+        write_store(store_path, store).with_context(|| format!("writing vars store {}", store_path.display()))?;
+    }
+
+    result.map_err(|e| match e {
+        InterpolateError::Vars { missing, unused } => {
+            anyhow!("{name}: {}", describe_var_errors(&missing, &unused, &raw, name, &ops))
+        }
+        other => anyhow!("{name}: {other}"),
+    })
+}
+
+fn describe_var_errors(missing: &[Missing], unused: &[String], raw: &Value, name: &str, ops: &[SourcedOp]) -> String {
+    let mut out = String::new();
+    if !missing.is_empty() {
+        out.push_str("Expected to find variables:\n");
+        for m in missing {
+            let origin = if interpolate::mentions(raw, &m.name) {
+                name.to_string()
+            } else if let Some(op) = ops.iter().find(|op| op_mentions(op, &m.name)) {
+                format!("{} operation [{}]", op.source, op.index)
+            } else {
+                name.to_string()
+            };
+            out.push_str(&format!("  - {}: used at {} (from {origin})\n", m.name, m.first_use));
+        }
+    }
+    if !unused.is_empty() {
+        out.push_str("Expected to use variables:\n");
+        for u in unused {
+            out.push_str(&format!("  - {u}\n"));
+        }
+    }
+    out.trim_end().to_string()
+}
+
+fn op_mentions(op: &SourcedOp, var: &str) -> bool {
+    match &op.op {
+        patch::Op::Replace { value, .. } => interpolate::mentions(value, var),
+        _ => false,
+    }
+}
+
+fn read_input(path: &Path) -> anyhow::Result<String> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn read_yaml(path: &Path) -> anyhow::Result<Value> {
+    let text = read_input(path)?;
+    Ok(yaml::parse(&text, &path.display().to_string())?)
+}
+
+fn read_ops(paths: &[PathBuf]) -> anyhow::Result<Vec<SourcedOp>> {
+    let mut ops = Vec::new();
+    for path in paths {
+        let doc = read_yaml(path)?;
+        ops.extend(patch::parse_ops(&doc, &path.display().to_string())?);
+    }
+    Ok(ops)
+}
+
+fn load_variables(flags: &VarFlags) -> anyhow::Result<Variables> {
+    let mut sources = Sources::default();
+    for prefix in &flags.vars_env {
+        sources.vars_env.push(vars::vars_from_env(prefix, std::env::vars())?);
+    }
+    for path in &flags.vars_files {
+        let name = path.display().to_string();
+        sources.vars_files.push(vars::vars_file(read_yaml(path)?, &name)?);
+    }
+    for arg in &flags.var_files {
+        let (var, file) = vars::parse_var_file_arg(arg)?;
+        let contents = std::fs::read_to_string(&file).with_context(|| format!("--var-file {var}: reading {file}"))?;
+        sources.var_files.push((var, contents));
+    }
+    for arg in &flags.vars {
+        sources.var_kvs.push(vars::parse_var_kv(arg)?);
+    }
+    let store = match &flags.vars_store {
+        None => None,
+        Some(path) => {
+            let existing = match std::fs::read_to_string(path) {
+                Ok(text) => vars::vars_file(yaml::parse(&text, &path.display().to_string())?, &path.display().to_string())?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+                Err(e) => return Err(e).with_context(|| format!("reading vars store {}", path.display())),
+            };
+            Some(VarsStore::new(existing))
+        }
+    };
+    Ok(Variables::new(sources, store))
+}
+
+/// Writes the store next to its final place and renames it over, so a crash never leaves a
+/// half-written file of secrets; the file is readable by its owner only.
+fn write_store(path: &Path, store: &VarsStore) -> anyhow::Result<()> {
+    let text = yaml::to_string(&Value::Mapping(store.values().clone()));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path.file_name().ok_or_else(|| anyhow!("not a file path"))?.to_string_lossy();
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }

@@ -143,6 +143,22 @@ pub fn evaluate(doc: Value, vars: &mut Variables, options: &Options) -> Result<V
     Ok(doc)
 }
 
+/// True when a string anywhere in `value` references variable `name` (as `((name))`,
+/// `((!name))` or `((name.sub))`). Used to tell an operator which file introduced a reference.
+pub fn mentions(value: &Value, name: &str) -> bool {
+    match value {
+        Value::String(s) => s.contains("((")
+            && REFERENCE.captures_iter(s).any(|c| {
+                let reference = c[1].trim_start_matches('!');
+                reference == name || reference.strip_prefix(name).is_some_and(|rest| rest.starts_with('.'))
+            }),
+        Value::Sequence(items) => items.iter().any(|v| mentions(v, name)),
+        Value::Mapping(map) => map.iter().any(|(k, v)| mentions(k, name) || mentions(v, name)),
+        Value::Tagged(t) => mentions(&t.value, name),
+        _ => false,
+    }
+}
+
 /// Starts key generation for every typed definition the store will have to generate, so the
 /// generator can use all cores while the (sequential) walk proceeds.
 fn prefetch_keys(defs: &[VariableDefinition], vars: &Variables) {

@@ -609,15 +609,7 @@ pub fn parse_ops(doc: &Value, source_name: &str) -> Result<Vec<SourcedOp>, OpsEr
         let Value::Mapping(map) = item else {
             return Err(at(format!("expected a map, found {}", yaml::kind(item))));
         };
-        for key in map.keys() {
-            let known = matches!(key.as_str(), Some("type" | "path" | "value" | "from" | "absent" | "error"));
-            if !known {
-                return Err(at(format!(
-                    "unknown key '{}' (an operation has type, path, value, from, absent, error)",
-                    yaml::scalar_text(key).unwrap_or_default()
-                )));
-            }
-        }
+        // Other keys are ignored, as go-patch does: real ops files carry `name:` as a label.
         let text = |key: &str| -> Result<Option<String>, OpsError> {
             match map.get(key) {
                 None => Ok(None),

@@ -1,0 +1,46 @@
+//! Helpers shared by the integration tests: where the corpus is, and running the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// `../shared/corpus` beside the repository (override with `ROSH_CORPUS`).
+pub fn corpus() -> PathBuf {
+    match std::env::var_os("ROSH_CORPUS") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"),
+    }
+}
+
+pub fn cf_deployment(version: &str) -> PathBuf {
+    corpus().join("cf-deployment").join(version)
+}
+
+/// Runs the `rosh` binary built for this test run.
+pub fn rosh(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rosh"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run rosh")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs rosh and returns stdout, failing the test with stderr when it exits non-zero.
+pub fn rosh_ok(args: &[&str], cwd: &Path) -> String {
+    let out = rosh(args, cwd);
+    assert!(out.status.success(), "rosh {args:?} failed ({}):\n{}", out.status, stderr(&out));
+    stdout(&out)
+}
+
+pub fn parse(text: &str) -> serde_yaml_ng::Value {
+    rosh::manifest::yaml::parse(text, "output").expect("rosh prints valid YAML")
+}
