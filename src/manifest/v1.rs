@@ -389,7 +389,7 @@ fn value_ranges(value: Option<&Value>) -> Vec<IpRange> {
         Some(other) => vec![other],
         None => vec![],
     };
-    entries.into_iter().filter_map(|e| yaml::scalar_text(e)).filter_map(|t| IpRange::parse(&t)).collect()
+    entries.into_iter().filter_map(yaml::scalar_text).filter_map(|t| IpRange::parse(&t)).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1102,35 +1102,35 @@ impl Migration {
                 users.push(z);
             }
             let single = self.networks[n].subnets.len() == 1;
+            let zones_all = &self.zones;
             let mut guesses = Vec::new();
-            for s in 0..self.networks[n].subnets.len() {
-                let subnet = &self.networks[n].subnets[s];
+            for (subnet, held) in self.networks[n].subnets.iter_mut().zip(&statics) {
                 if let Some(zone) = &subnet.cloud_zone {
-                    let z = self.zones.iter().position(|x| x.key == ZoneKey::Cloud(zone.clone())).unwrap_or(0);
-                    self.networks[n].subnets[s].zones = vec![z];
+                    let z = zones_all.iter().position(|x| x.key == ZoneKey::Cloud(zone.clone())).unwrap_or(0);
+                    subnet.zones = vec![z];
                     continue;
                 }
-                let (mut zones, how) = if !statics[s].is_empty() {
-                    let mut zones = statics[s].clone();
+                let (mut zones, how) = if !held.is_empty() {
+                    let mut zones = held.clone();
                     if single {
-                        zones.extend(users.iter().filter(|z| !statics[s].contains(z)));
+                        zones.extend(users.iter().filter(|z| !held.contains(z)));
                     }
                     (zones, "the jobs whose static IPs it holds")
                 } else if !users.is_empty() {
                     (users.clone(), "the jobs that use its network")
-                } else if self.zones.len() == 1 {
+                } else if zones_all.len() == 1 {
                     (vec![0], "the only zone of the deployment (no job uses it)")
                 } else {
-                    ((0..self.zones.len()).collect(), "all zones (no job uses it)")
+                    ((0..zones_all.len()).collect(), "all zones (no job uses it)")
                 };
                 zones.sort_unstable();
-                let names: Vec<String> = zones.iter().map(|z| self.zones[*z].name.clone()).collect();
+                let names: Vec<String> = zones.iter().map(|z| zones_all[*z].name.clone()).collect();
                 guesses.push(format!(
                     "{}: no availability_zone in its cloud_properties; az {} guessed from {how}",
                     subnet.path,
                     names.join(", ")
                 ));
-                self.networks[n].subnets[s].zones = zones;
+                subnet.zones = zones;
             }
             self.warnings.extend(guesses);
         }
@@ -2017,12 +2017,14 @@ fn read_compilation(root: &Mapping, networks: &[Net]) -> Result<Compilation> {
     let map = as_map(required(root, "compilation", &YamlPath::root(), "")?, &path)?.clone();
     let net_path = path.key("network");
     let net_name = as_name(required(&map, "network", &path, "compilation names its network")?, &net_path)?;
-    let network = networks.iter().position(|n| n.name == net_name).ok_or_else(|| MigrateError::UnknownReference {
-        path: net_path,
-        kind: "network",
-        name: net_name,
-        section: "networks",
-    })?;
+    let Some(network) = networks.iter().position(|n| n.name == net_name) else {
+        return Err(MigrateError::UnknownReference {
+            path: net_path,
+            kind: "network",
+            name: net_name,
+            section: "networks",
+        });
+    };
     let (cloud_properties, cloud_zone) = split_cloud_properties(&map, &path)?;
     Ok(Compilation { path, map, network, cloud_properties, cloud_zone })
 }
@@ -2119,7 +2121,7 @@ mod tests {
             .as_sequence()
             .unwrap()
             .iter()
-            .find(|g| g["name"] == Value::from(name))
+            .find(|g| g["name"].as_str() == Some(name))
             .unwrap_or_else(|| panic!("no instance group {name} in\n{}", yaml::to_string(&m.manifest)))
     }
 
