@@ -44,10 +44,13 @@
 //!   ones for that job. So job-level properties stay at the instance-group level and global
 //!   properties stay global, and both are reported so the operator can move them later.
 //! - **Everything dropped or guessed is a warning** naming its path in the v1 manifest; nothing
-//!   is lost silently. Keys rosh does not know are kept where they were, and reported.
+//!   is lost silently. Keys rosh does not know are kept where v2 has a place for them (top
+//!   level, instance groups, job entries, network entries) and dropped elsewhere, reported
+//!   either way.
 //!
-//! Pure: values in, values out. Errors are [`MigrateError`], each with the [`YamlPath`] of the
-//! offending value in the v1 manifest.
+//! Pure: values in, values out ([`migrate`]), or text in ([`migrate_text`], which also spots
+//! spiff templates whose `<<: (( merge ))` the YAML layer cannot merge). Errors are
+//! [`MigrateError`], each with the [`YamlPath`] of the offending value in the v1 manifest.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -289,6 +292,8 @@ fn as_count(value: &Value, path: &YamlPath) -> Result<u64> {
         other => Err(wrong(path, "a whole number", other)),
     }
 }
+
+const SECTION: &str = "every v1 deployment manifest has this section";
 
 fn required<'a>(map: &'a Mapping, key: &str, path: &YamlPath, why: &str) -> Result<&'a Value> {
     field(map, key).ok_or_else(|| MigrateError::Missing { path: path.key(key), why: why.to_string() })
@@ -556,14 +561,14 @@ impl Migration {
         as_name(&name, &top.key("name"))?;
 
         let releases_path = top.key("releases");
-        let releases = required(root, "releases", &top, "")?.clone();
+        let releases = required(root, "releases", &top, SECTION)?.clone();
         let mut release_names = Vec::new();
         for (i, release) in as_seq(&releases, &releases_path)?.iter().enumerate() {
             let path = releases_path.index(i);
             release_names.push(name_of(as_map(release, &path)?, &path, "release")?);
         }
 
-        let update = required(root, "update", &top, "")?.clone();
+        let update = required(root, "update", &top, SECTION)?.clone();
         as_map(&update, &top.key("update"))?;
 
         let properties = field(root, "properties").cloned();
@@ -635,7 +640,7 @@ impl Migration {
 
     fn read_jobs(&mut self, root: &Mapping) -> Result<()> {
         let jobs_path = YamlPath::root().key("jobs");
-        let items = as_seq(required(root, "jobs", &YamlPath::root(), "")?, &jobs_path)?;
+        let items = as_seq(required(root, "jobs", &YamlPath::root(), SECTION)?, &jobs_path)?;
         let mut seen: HashMap<String, YamlPath> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
             let path = jobs_path.index(i);
@@ -1661,8 +1666,8 @@ impl Migration {
                 ips.extend(member_net.static_ips.iter().cloned());
                 if i > 0 && member_net.fields != jn.fields {
                     messages.push(format!(
-                        "{}: differs from {} (`default` or other keys); merged instance group `{}` keeps the latter",
-                        member_net.path, jn.path, group.name
+                        "{}: differs from {} in `default` or other keys; merged instance group `{}` keeps {}",
+                        member_net.path, jn.path, group.name, jn.path
                     ));
                 }
             }
@@ -1857,7 +1862,7 @@ fn find_strings(value: &Value, needles: &[String], path: &YamlPath, out: &mut Ve
 fn read_networks(root: &Mapping) -> Result<Vec<Net>> {
     let list_path = YamlPath::root().key("networks");
     let mut networks: Vec<Net> = Vec::new();
-    for (i, item) in as_seq(required(root, "networks", &YamlPath::root(), "")?, &list_path)?.iter().enumerate() {
+    for (i, item) in as_seq(required(root, "networks", &YamlPath::root(), SECTION)?, &list_path)?.iter().enumerate() {
         let path = list_path.index(i);
         let map = as_map(item, &path)?;
         let name = name_of(map, &path, "network")?;
@@ -1947,7 +1952,9 @@ fn read_resource_pools(root: &Mapping, warnings: &mut Vec<String>) -> Result<(Ve
     let list_path = YamlPath::root().key("resource_pools");
     let mut pools: Vec<Pool> = Vec::new();
     let mut stemcells: Vec<Stemcell> = Vec::new();
-    for (i, item) in as_seq(required(root, "resource_pools", &YamlPath::root(), "")?, &list_path)?.iter().enumerate() {
+    for (i, item) in
+        as_seq(required(root, "resource_pools", &YamlPath::root(), SECTION)?, &list_path)?.iter().enumerate()
+    {
         let path = list_path.index(i);
         let map = as_map(item, &path)?;
         let name = name_of(map, &path, "resource pool")?;
@@ -2014,7 +2021,7 @@ fn read_resource_pools(root: &Mapping, warnings: &mut Vec<String>) -> Result<(Ve
 
 fn read_compilation(root: &Mapping, networks: &[Net]) -> Result<Compilation> {
     let path = YamlPath::root().key("compilation");
-    let map = as_map(required(root, "compilation", &YamlPath::root(), "")?, &path)?.clone();
+    let map = as_map(required(root, "compilation", &YamlPath::root(), SECTION)?, &path)?.clone();
     let net_path = path.key("network");
     let net_name = as_name(required(&map, "network", &path, "compilation names its network")?, &net_path)?;
     let Some(network) = networks.iter().position(|n| n.name == net_name) else {
