@@ -88,7 +88,9 @@ fn main() {
         .iter()
         .map(|f| {
             let text = std::fs::read_to_string(root.join(f)).expect("ops file");
-            rosh::manifest::patch::parse_ops(&rosh::manifest::yaml::parse(&text, f).expect("yaml"), f).expect("ops").len()
+            rosh::manifest::patch::parse_ops(&rosh::manifest::yaml::parse(&text, f).expect("yaml"), f)
+                .expect("ops")
+                .len()
         })
         .sum();
 

@@ -28,7 +28,10 @@ fn cases(suite: &str) -> Vec<Case> {
     let file = cf_deployment("v58.0.0").join("units/tests").join(suite).join("operations.yml");
     let doc = parse(&std::fs::read_to_string(&file).unwrap());
     let list = |v: &Value, key: &str| -> Vec<String> {
-        v.get(key).and_then(Value::as_sequence).map(|s| s.iter().map(|x| x.as_str().unwrap().to_string()).collect()).unwrap_or_default()
+        v.get(key)
+            .and_then(Value::as_sequence)
+            .map(|s| s.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
     };
     doc.as_mapping()
         .unwrap()

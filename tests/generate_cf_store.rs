@@ -23,7 +23,10 @@ fn fresh_store_generates_everything_and_chains_verify() {
     );
     assert!(!out.contains("(("), "every reference resolved");
     let doc = parse(&out);
-    assert!(doc.get("variables").is_none_or(|v| v.as_sequence().is_some_and(|s| s.is_empty())), "found definitions removed");
+    assert!(
+        doc.get("variables").is_none_or(|v| v.as_sequence().is_some_and(|s| s.is_empty())),
+        "found definitions removed"
+    );
 
     #[cfg(unix)]
     {
@@ -117,6 +120,9 @@ fn fresh_store_generates_everything_and_chains_verify() {
 
     // A second run finds everything in the store and changes nothing.
     let before = std::fs::read(&store).unwrap();
-    rosh_ok(&["int", "cf-deployment.yml", "-v", "system_domain=foo.bar.com", "--vars-store", &store_arg, "--var-errs"], &dir);
+    rosh_ok(
+        &["int", "cf-deployment.yml", "-v", "system_domain=foo.bar.com", "--vars-store", &store_arg, "--var-errs"],
+        &dir,
+    );
     assert_eq!(std::fs::read(&store).unwrap(), before, "nothing regenerated");
 }

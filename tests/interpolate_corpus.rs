@@ -29,7 +29,10 @@ fn output_keeps_the_input_key_order() {
     let dir = cf_deployment("v58.0.0");
     let doc = parse(&rosh_ok(&["int", "cf-deployment.yml"], &dir));
     let keys: Vec<&str> = doc.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
-    assert_eq!(keys, ["name", "manifest_version", "update", "addons", "instance_groups", "variables", "releases", "stemcells"]);
+    assert_eq!(
+        keys,
+        ["name", "manifest_version", "update", "addons", "instance_groups", "variables", "releases", "stemcells"]
+    );
     let api = doc["instance_groups"].as_sequence().unwrap().iter().find(|g| g["name"] == "api").unwrap();
     let api_keys: Vec<&str> = api.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
     assert_eq!(&api_keys[..3], ["name", "azs", "instances"]);
@@ -51,10 +54,12 @@ fn use_external_dbs_with_its_example_vars() {
         &dir,
     );
     let doc = parse(&out);
-    let names: Vec<&str> = doc["instance_groups"].as_sequence().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        doc["instance_groups"].as_sequence().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
     assert!(!names.contains(&"database"), "the internal database group is removed: {names:?}");
     assert!(!out.contains("((external_"), "every external_* variable is interpolated");
-    let vars_file = std::fs::read_to_string(dir.join("operations/example-vars-files/vars-use-external-dbs.yml")).unwrap();
+    let vars_file =
+        std::fs::read_to_string(dir.join("operations/example-vars-files/vars-use-external-dbs.yml")).unwrap();
     let vars = parse(&vars_file);
     let cc_host = vars["external_cc_database_address"].as_str().unwrap();
     assert!(out.contains(cc_host), "the cloud controller database address {cc_host} appears");
@@ -64,7 +69,14 @@ fn use_external_dbs_with_its_example_vars() {
 fn path_flag_prints_the_value_raw() {
     let dir = cf_deployment("v58.0.0");
     let out = rosh_ok(
-        &["int", "cf-deployment.yml", "-o", "operations/use-latest-stemcell.yml", "--path", "/stemcells/alias=default/version"],
+        &[
+            "int",
+            "cf-deployment.yml",
+            "-o",
+            "operations/use-latest-stemcell.yml",
+            "--path",
+            "/stemcells/alias=default/version",
+        ],
         &dir,
     );
     assert_eq!(out, "latest\n");
@@ -81,8 +93,20 @@ fn vars_flags_precedence_and_yaml_values() {
     std::fs::write(d.join("store.yml"), "a: store\nb: store\nc: store\nd: store\n").unwrap();
     let out = rosh_ok(
         &[
-            "int", "m.yml", "--vars-store", "store.yml", "-l", "l1.yml", "-l", "l2.yml", "--var-file", "b=contents.txt", "-v", "a=kv",
-            "-v", "ips=[10.0.16.4,10.0.47.5]",
+            "int",
+            "m.yml",
+            "--vars-store",
+            "store.yml",
+            "-l",
+            "l1.yml",
+            "-l",
+            "l2.yml",
+            "--var-file",
+            "b=contents.txt",
+            "-v",
+            "a=kv",
+            "-v",
+            "ips=[10.0.16.4,10.0.47.5]",
         ],
         d,
     );
@@ -99,8 +123,24 @@ fn bosh_deployment_director_with_aws_uaa_credhub_and_jumpbox() {
     let dir = corpus().join("bosh-deployment");
     let out = rosh_ok(
         &[
-            "int", "bosh.yml", "-o", "aws/cpi.yml", "-o", "uaa.yml", "-o", "credhub.yml", "-o", "jumpbox-user.yml", "-v",
-            "director_name=bosh-1", "-v", "internal_cidr=10.0.0.0/24", "-v", "internal_gw=10.0.0.1", "-v", "internal_ip=10.0.0.6",
+            "int",
+            "bosh.yml",
+            "-o",
+            "aws/cpi.yml",
+            "-o",
+            "uaa.yml",
+            "-o",
+            "credhub.yml",
+            "-o",
+            "jumpbox-user.yml",
+            "-v",
+            "director_name=bosh-1",
+            "-v",
+            "internal_cidr=10.0.0.0/24",
+            "-v",
+            "internal_gw=10.0.0.1",
+            "-v",
+            "internal_ip=10.0.0.6",
         ],
         &dir,
     );
@@ -122,9 +162,30 @@ fn vsphere_resource_pool_ops_use_variables_inside_their_paths() {
     let dir = corpus().join("bosh-deployment");
     let out = rosh_ok(
         &[
-            "int", "bosh.yml", "-o", "vsphere/cpi.yml", "-o", "vsphere/resource-pool.yml", "-v", "vcenter_dc=dc1", "-v",
-            "vcenter_cluster=cl1", "-v", "vcenter_rp=rp1", "-v", "vcenter_ip=10.0.0.2", "-v", "vcenter_ds=ds", "-v",
-            "vcenter_disks=disks", "-v", "vcenter_vms=vms", "-v", "vcenter_templates=templates", "-v", "network_name=net",
+            "int",
+            "bosh.yml",
+            "-o",
+            "vsphere/cpi.yml",
+            "-o",
+            "vsphere/resource-pool.yml",
+            "-v",
+            "vcenter_dc=dc1",
+            "-v",
+            "vcenter_cluster=cl1",
+            "-v",
+            "vcenter_rp=rp1",
+            "-v",
+            "vcenter_ip=10.0.0.2",
+            "-v",
+            "vcenter_ds=ds",
+            "-v",
+            "vcenter_disks=disks",
+            "-v",
+            "vcenter_vms=vms",
+            "-v",
+            "vcenter_templates=templates",
+            "-v",
+            "network_name=net",
         ],
         &dir,
     );
@@ -133,7 +194,10 @@ fn vsphere_resource_pool_ops_use_variables_inside_their_paths() {
     assert_eq!(dc["name"], Value::from("dc1"));
     assert_eq!(dc["clusters"][0]["cl1"]["resource_pool"], Value::from("rp1"));
     let bosh = &doc["instance_groups"][0];
-    assert_eq!(bosh["properties"]["vcenter"]["datacenters"][0]["clusters"][0]["cl1"]["resource_pool"], Value::from("rp1"));
+    assert_eq!(
+        bosh["properties"]["vcenter"]["datacenters"][0]["clusters"][0]["cl1"]["resource_pool"],
+        Value::from("rp1")
+    );
 }
 
 #[test]
@@ -149,7 +213,12 @@ fn missing_path_without_optional_names_op_index_path_and_file() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("ops.yml: operation [1] (replace /instance_groups/name=nope/instances) failed"), "{err}");
-    assert!(err.contains("Expected to find exactly one matching array item for path '/instance_groups/name=nope' but found 0"), "{err}");
+    assert!(
+        err.contains(
+            "Expected to find exactly one matching array item for path '/instance_groups/name=nope' but found 0"
+        ),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
 }
 

@@ -66,11 +66,8 @@ pub struct InterpolateArgs {
 
 pub fn run(args: InterpolateArgs) -> anyhow::Result<ExitCode> {
     // Parse --path before touching anything, so a typo costs nothing.
-    let pointer = args
-        .path
-        .as_deref()
-        .map(|p| Pointer::parse(p).with_context(|| format!("--path '{p}'")))
-        .transpose()?;
+    let pointer =
+        args.path.as_deref().map(|p| Pointer::parse(p).with_context(|| format!("--path '{p}'"))).transpose()?;
     let document = render_file(&args.manifest, &args.flags)?;
     let (value, raw_string) = match &pointer {
         Some(ptr) => {
@@ -205,7 +202,9 @@ fn load_variables(flags: &VarFlags) -> anyhow::Result<Variables> {
         None => None,
         Some(path) => {
             let existing = match std::fs::read_to_string(path) {
-                Ok(text) => vars::vars_file(yaml::parse(&text, &path.display().to_string())?, &path.display().to_string())?,
+                Ok(text) => {
+                    vars::vars_file(yaml::parse(&text, &path.display().to_string())?, &path.display().to_string())?
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
                 Err(e) => return Err(e).with_context(|| format!("reading vars store {}", path.display())),
             };

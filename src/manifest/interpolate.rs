@@ -29,8 +29,10 @@ use super::vars::{self, VariableDefinition, Variables, VarsError};
 use super::yaml::{self, Mapping, Value};
 
 // bosh's pattern, with Go's ASCII `\w` spelled out (Rust's `\w` is Unicode-aware).
-static REFERENCE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\(\((!?[-/.0-9A-Za-z_\p{L}]+)\)\)").expect("valid regex"));
-static WHOLE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\A\(\((!?[-/.0-9A-Za-z_\p{L}]+)\)\)\z").expect("valid regex"));
+static REFERENCE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\(\((!?[-/.0-9A-Za-z_\p{L}]+)\)\)").expect("valid regex"));
+static WHOLE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\A\(\((!?[-/.0-9A-Za-z_\p{L}]+)\)\)\z").expect("valid regex"));
 
 /// How strict an evaluation is.
 #[derive(Debug, Clone, Copy, Default)]
@@ -125,12 +127,17 @@ pub fn evaluate(doc: Value, vars: &mut Variables, options: &Options) -> Result<V
     }
 
     let missing: Vec<Missing> = if options.expect_all_found {
-        tracker.missing.iter().map(|(name, first_use)| Missing { name: name.clone(), first_use: first_use.clone() }).collect()
+        tracker
+            .missing
+            .iter()
+            .map(|(name, first_use)| Missing { name: name.clone(), first_use: first_use.clone() })
+            .collect()
     } else {
         Vec::new()
     };
     let unused: Vec<String> = if options.expect_all_used {
-        let mut names: Vec<String> = tracker.vars.provided_names().into_iter().filter(|n| !tracker.used.contains(n)).collect();
+        let mut names: Vec<String> =
+            tracker.vars.provided_names().into_iter().filter(|n| !tracker.used.contains(n)).collect();
         names.sort();
         names.dedup();
         names
@@ -147,11 +154,13 @@ pub fn evaluate(doc: Value, vars: &mut Variables, options: &Options) -> Result<V
 /// `((!name))` or `((name.sub))`). Used to tell an operator which file introduced a reference.
 pub fn mentions(value: &Value, name: &str) -> bool {
     match value {
-        Value::String(s) => s.contains("((")
-            && REFERENCE.captures_iter(s).any(|c| {
-                let reference = c[1].trim_start_matches('!');
-                reference == name || reference.strip_prefix(name).is_some_and(|rest| rest.starts_with('.'))
-            }),
+        Value::String(s) => {
+            s.contains("((")
+                && REFERENCE.captures_iter(s).any(|c| {
+                    let reference = c[1].trim_start_matches('!');
+                    reference == name || reference.strip_prefix(name).is_some_and(|rest| rest.starts_with('.'))
+                })
+        }
         Value::Sequence(items) => items.iter().any(|v| mentions(v, name)),
         Value::Mapping(map) => map.iter().any(|(k, v)| mentions(k, name) || mentions(v, name)),
         Value::Tagged(t) => mentions(&t.value, name),
@@ -238,7 +247,11 @@ impl<'a> Tracker<'a> {
         if self.resolving.iter().any(|n| n == name) {
             let mut chain = self.resolving.clone();
             chain.push(name.to_string());
-            return Err(InterpolateError::Recursion { name: name.to_string(), path: self.location(), chain: chain.join(" -> ") });
+            return Err(InterpolateError::Recursion {
+                name: name.to_string(),
+                path: self.location(),
+                chain: chain.join(" -> "),
+            });
         }
 
         self.resolving.push(name.to_string());
@@ -278,9 +291,11 @@ impl<'a> Tracker<'a> {
         if let Some(e) = lookup_error {
             return Err(e);
         }
-        generated
-            .map(Some)
-            .map_err(|e| InterpolateError::Generate { name: def.name.clone(), kind: def.kind.clone(), cause: e.to_string() })
+        generated.map(Some).map_err(|e| InterpolateError::Generate {
+            name: def.name.clone(),
+            kind: def.kind.clone(),
+            cause: e.to_string(),
+        })
     }
 
     /// Resolves `name.key.sub` to the value at `/key/sub` inside variable `name`.
@@ -293,7 +308,8 @@ impl<'a> Tracker<'a> {
             return Ok(Some(value));
         }
         let fail = |cause: String, path: String| InterpolateError::Lookup { name: reference.to_string(), path, cause };
-        let pointer = Pointer::parse(&format!("/{}", rest.join("/"))).map_err(|e| fail(e.to_string(), self.location()))?;
+        let pointer =
+            Pointer::parse(&format!("/{}", rest.join("/"))).map_err(|e| fail(e.to_string(), self.location()))?;
         match patch::find(&value, &pointer) {
             Ok(v) => Ok(Some(v)),
             Err(first) => {
@@ -394,7 +410,8 @@ mod tests {
 
     #[test]
     fn whole_values_keep_their_type_and_strings_embed() {
-        let mut vars = statics(&[("port", "8080"), ("ips", "[a, b]"), ("host", "example.com"), ("m", "{k: {sub: deep}}")]);
+        let mut vars =
+            statics(&[("port", "8080"), ("ips", "[a, b]"), ("host", "example.com"), ("m", "{k: {sub: deep}}")]);
         let out = eval(
             "p: ((port))\nl: ((ips))\nurl: https://((host)):((port))/x\nbang: ((!host))\ndeep: ((m.k.sub))\nleft: ((nope))\n",
             &mut vars,
@@ -429,8 +446,12 @@ mod tests {
     #[test]
     fn missing_variables_are_reported_together_with_first_use() {
         let mut vars = statics(&[]);
-        let err = eval("a: ((zeta))\nlist:\n- ((alpha))\n- ((zeta))\n", &mut vars, Options { expect_all_found: true, ..Default::default() })
-            .unwrap_err();
+        let err = eval(
+            "a: ((zeta))\nlist:\n- ((alpha))\n- ((zeta))\n",
+            &mut vars,
+            Options { expect_all_found: true, ..Default::default() },
+        )
+        .unwrap_err();
         match &err {
             InterpolateError::Vars { missing, .. } => {
                 assert_eq!(missing.len(), 2);
@@ -444,7 +465,8 @@ mod tests {
     #[test]
     fn unused_variables_are_reported() {
         let mut vars = statics(&[("used", "1"), ("spare", "2")]);
-        let err = eval("a: ((used))\n", &mut vars, Options { expect_all_used: true, ..Default::default() }).unwrap_err();
+        let err =
+            eval("a: ((used))\n", &mut vars, Options { expect_all_used: true, ..Default::default() }).unwrap_err();
         assert_eq!(err.to_string(), "Expected to use variables:\n  - spare\n");
     }
 
@@ -463,8 +485,12 @@ mod tests {
     #[test]
     fn typed_definitions_without_a_store_are_missing_under_var_errs() {
         let mut vars = statics(&[]);
-        let err = eval("variables:\n- {name: pw, type: password}\n", &mut vars, Options { expect_all_found: true, ..Default::default() })
-            .unwrap_err();
+        let err = eval(
+            "variables:\n- {name: pw, type: password}\n",
+            &mut vars,
+            Options { expect_all_found: true, ..Default::default() },
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("  - pw (first used at variables[0])"), "{err}");
     }
 

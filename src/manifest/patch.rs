@@ -365,7 +365,11 @@ fn replace_at(node: &mut Value, path: &Pointer, i: usize, value: &Value) -> Resu
             let Value::Mapping(map) = node else { return Err(mismatch("a map", here, node)) };
             let present = map.contains_key(key.as_str());
             if !present && !optional {
-                return Err(PatchError::MissingMapKey { key: key.clone(), path: here.render(), siblings: siblings(map) });
+                return Err(PatchError::MissingMapKey {
+                    key: key.clone(),
+                    path: here.render(),
+                    siblings: siblings(map),
+                });
             }
             if is_last {
                 match map.get_mut(key.as_str()) {
@@ -441,7 +445,11 @@ fn remove_at(node: &mut Value, path: &Pointer, i: usize) -> Result<(), PatchErro
                 if *optional {
                     return Ok(());
                 }
-                return Err(PatchError::MissingMapKey { key: key.clone(), path: here.render(), siblings: siblings(map) });
+                return Err(PatchError::MissingMapKey {
+                    key: key.clone(),
+                    path: here.render(),
+                    siblings: siblings(map),
+                });
             }
             if is_last {
                 map.shift_remove(key.as_str());
@@ -493,7 +501,11 @@ pub fn find(doc: &Value, path: &Pointer) -> Result<Value, PatchError> {
                 match map.get(key.as_str()) {
                     Some(v) => v.clone(),
                     None if !optional => {
-                        return Err(PatchError::MissingMapKey { key: key.clone(), path: here.render(), siblings: siblings(map) });
+                        return Err(PatchError::MissingMapKey {
+                            key: key.clone(),
+                            path: here.render(),
+                            siblings: siblings(map),
+                        });
                     }
                     None => match tokens.get(i + 1) {
                         None => Value::Null,
@@ -592,7 +604,14 @@ pub enum OpsError {
     #[error("{source_name}: {message}")]
     Invalid { source_name: String, message: String },
     #[error("{source_name}: operation [{index}] ({kind} {path}) failed: {}{cause}", custom.as_ref().map(|c| format!("{c}: ")).unwrap_or_default())]
-    Failed { source_name: String, index: usize, kind: &'static str, path: String, custom: Option<String>, cause: PatchError },
+    Failed {
+        source_name: String,
+        index: usize,
+        kind: &'static str,
+        path: String,
+        custom: Option<String>,
+        cause: PatchError,
+    },
 }
 
 /// Reads the operations of one ops-file document. Null (an empty or comment-only file) is no ops.
@@ -643,7 +662,9 @@ pub fn parse_ops(doc: &Value, source_name: &str) -> Result<Vec<SourcedOp>, OpsEr
                     Some(other) => return Err(at(format!("'absent' must be a boolean, found {}", yaml::kind(other)))),
                 };
                 let expected = match (absent, value) {
-                    (true, Some(_)) => return Err(at("a test operation cannot specify both value and absent".to_string())),
+                    (true, Some(_)) => {
+                        return Err(at("a test operation cannot specify both value and absent".to_string()));
+                    }
                     (true, None) => TestExpectation::Absent,
                     (false, Some(v)) => TestExpectation::Value(v.clone()),
                     (false, None) => return Err(at("a test operation needs value or absent: true".to_string())),
@@ -774,12 +795,19 @@ mod tests {
         let out = patched(base, "- {type: replace, path: /items/name=((x))/v, value: 10}\n").unwrap();
         assert_eq!(out["items"][0]["v"], Value::from(10));
         let err = patched(base, "- {type: replace, path: /items/name=5/v, value: 10}\n").unwrap_err();
-        assert!(err.to_string().contains("exactly one matching array item for path '/items/name=5' but found 0"), "{err}");
+        assert!(
+            err.to_string().contains("exactly one matching array item for path '/items/name=5' but found 0"),
+            "{err}"
+        );
     }
 
     #[test]
     fn selectors_work_on_any_key() {
-        let out = patched("s:\n- {alias: default, version: '1'}\n", "- {type: replace, path: /s/alias=default/version, value: latest}\n").unwrap();
+        let out = patched(
+            "s:\n- {alias: default, version: '1'}\n",
+            "- {type: replace, path: /s/alias=default/version, value: latest}\n",
+        )
+        .unwrap();
         assert_eq!(out["s"][0]["version"], Value::from("latest"));
     }
 

@@ -57,7 +57,10 @@ pub fn definitions(doc: &Value) -> Result<Vec<VariableDefinition>, VarsError> {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Sequence(items)) => items,
         Some(other) => {
-            return Err(VarsError::Definition { index: 0, message: format!("expected an array, found {}", yaml::kind(other)) });
+            return Err(VarsError::Definition {
+                index: 0,
+                message: format!("expected an array, found {}", yaml::kind(other)),
+            });
         }
     };
     let mut defs = Vec::with_capacity(items.len());
@@ -93,7 +96,8 @@ pub fn parse_var_kv(arg: &str) -> Result<(String, Value), VarsError> {
     if raw.is_empty() {
         return Err(VarsError::KvEmpty { arg: arg.to_string(), what: "value" });
     }
-    let parsed: Value = serde_yaml_ng::from_str(raw).map_err(|e| VarsError::KvYaml { arg: arg.to_string(), message: e.to_string() })?;
+    let parsed: Value =
+        serde_yaml_ng::from_str(raw).map_err(|e| VarsError::KvYaml { arg: arg.to_string(), message: e.to_string() })?;
     let value = match parsed {
         // YAML turned the text into a string (perhaps folding lines or dropping quotes): keep
         // what the operator typed instead, minus one pair of wrapping quotes.
@@ -149,7 +153,8 @@ pub fn vars_from_env(prefix: &str, env: impl IntoIterator<Item = (String, String
         let value: Value = if raw.trim().is_empty() {
             Value::Null
         } else {
-            serde_yaml_ng::from_str(&raw).map_err(|e| VarsError::EnvYaml { name: key.clone(), message: e.to_string() })?
+            serde_yaml_ng::from_str(&raw)
+                .map_err(|e| VarsError::EnvYaml { name: key.clone(), message: e.to_string() })?
         };
         out.insert(Value::from(name), value);
     }
@@ -265,7 +270,10 @@ mod tests {
 
     #[test]
     fn kv_values_are_yaml_unless_they_are_strings() {
-        assert_eq!(parse_var_kv("ips=[10.0.16.4,10.0.47.5]").unwrap().1, yaml::parse("['10.0.16.4', '10.0.47.5']", "t").unwrap());
+        assert_eq!(
+            parse_var_kv("ips=[10.0.16.4,10.0.47.5]").unwrap().1,
+            yaml::parse("['10.0.16.4', '10.0.47.5']", "t").unwrap()
+        );
         assert_eq!(parse_var_kv("port=8080").unwrap().1, Value::from(8080));
         assert_eq!(parse_var_kv("flag=true").unwrap().1, Value::Bool(true));
         assert_eq!(parse_var_kv("d=foo.bar.com").unwrap().1, Value::from("foo.bar.com"));
@@ -287,7 +295,8 @@ mod tests {
             var_kvs: vec![("a".into(), Value::from("kv"))],
         };
         let vars = Variables::new(sources, None);
-        let got: Vec<_> = ["a", "b", "c", "d", "e"].iter().map(|n| vars.lookup(n).unwrap().as_str().unwrap().to_string()).collect();
+        let got: Vec<_> =
+            ["a", "b", "c", "d", "e"].iter().map(|n| vars.lookup(n).unwrap().as_str().unwrap().to_string()).collect();
         assert_eq!(got, ["kv", "file", "l2", "l1", "env"]);
     }
 

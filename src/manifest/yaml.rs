@@ -107,7 +107,9 @@ pub fn to_json(value: &Value) -> serde_json::Value {
         Value::String(s) => serde_json::Value::String(s.clone()),
         Value::Sequence(items) => serde_json::Value::Array(items.iter().map(to_json).collect()),
         Value::Mapping(map) => serde_json::Value::Object(
-            map.iter().map(|(k, v)| (scalar_text(k).unwrap_or_else(|| to_string(k).trim().to_string()), to_json(v))).collect(),
+            map.iter()
+                .map(|(k, v)| (scalar_text(k).unwrap_or_else(|| to_string(k).trim().to_string()), to_json(v)))
+                .collect(),
         ),
         Value::Tagged(tagged) => to_json(&tagged.value),
     }
