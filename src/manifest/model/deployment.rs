@@ -843,6 +843,14 @@ update: {canaries: 1, max_in_flight: 10%, canary_watch_time: 1000-30000, update_
 ";
 
     #[test]
+    fn values_built_from_variables_are_unresolved_too() {
+        let outcome = read("name: d\nupdate: {canaries: ((c)), canary_watch_time: ((min))-((max))}\n");
+        assert_eq!(outcome.problems, vec![]);
+        let update = outcome.model.update.unwrap();
+        assert_eq!(update.canary_watch_time, Some(Param::Var("((min))-((max))".into())));
+    }
+
+    #[test]
     fn a_full_manifest_reads_into_the_model() {
         let text = format!(
             "{BASE}

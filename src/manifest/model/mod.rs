@@ -37,7 +37,7 @@ pub use deployment::{
     PersistentDisk, RawDeployment, RawFeatures, RawInstanceGroup, RawMigratedFrom, RawNetworkRef, RawPersistentDisk,
     RawStemcell, RawUpdate, RawVmResources, Stemcell, Update, VmResources, VmStrategy, WatchTime,
 };
-pub use param::{Param, has_var, is_whole_var};
+pub use param::{Param, has_var};
 pub use problem::{Document, Item, Loaded, ModelError, Outcome, Problem, ProblemKind};
 pub use raw::{Flag, Int, Raw, Shape, Text};
 pub use runtime_config::{RawRuntimeConfig, RuntimeConfig};

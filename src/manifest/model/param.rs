@@ -98,23 +98,14 @@ pub fn has_var(text: &str) -> bool {
     }
 }
 
-/// True when `text` is one `((name))` reference and nothing else (surrounding blanks aside):
-/// the whole value will be replaced, so its type is unknown until then.
-pub fn is_whole_var(text: &str) -> bool {
-    let t = text.trim();
-    t.len() > 4 && t.starts_with("((") && t.ends_with("))") && !t[2..t.len() - 2].contains("))")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn variables_are_recognised() {
-        assert!(is_whole_var("((cell_instances))"));
-        assert!(is_whole_var(" ((/dns_api_client_tls)) "));
-        assert!(!is_whole_var("router-((suffix))"));
-        assert!(!is_whole_var("((a))((b))"));
+        assert!(has_var("((cell_instances))"));
+        assert!(has_var("((min))-((max))"));
         assert!(has_var("router-((suffix))"));
         assert!(!has_var("plain (text)"));
         assert_eq!(Param::from_text("z1".into()), Param::Literal("z1".to_string()));

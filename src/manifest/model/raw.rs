@@ -2,8 +2,8 @@
 //!
 //! Every field of a raw struct (`RawDeployment`, `RawCloudConfig`, …, defined next to their
 //! validated types) is an `Option<Raw<T>>`, and [`Raw`] never fails to deserialize: a value of
-//! the expected shape is `Given`, a `((variable))` that is the whole value is `Var`, anything else
-//! is kept as `Invalid`. So deserializing a document fails only when the document is not a map,
+//! the expected shape is `Given`, a string holding a `((variable))` is `Var`, anything else is
+//! kept as `Invalid`. So deserializing a document fails only when the document is not a map,
 //! one bad value never hides the next, and the [`Reader`] that turns raw structs into the model
 //! reports each bad value at its own YAML path. Keys a raw struct does not name land in its
 //! flattened `unknown` map and become warnings.
@@ -18,11 +18,12 @@ use std::collections::HashMap;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 
-use super::param::{Param, is_whole_var};
+use super::param::{Param, has_var};
 use super::problem::{Document, Item, Outcome, Problem, ProblemKind};
 use crate::manifest::yaml::{self, Mapping, Value, YamlPath};
 
-/// One value as written: of the expected shape, a whole `((variable))`, or something else.
+/// One value as written: of the expected shape, a string holding a `((variable))`, or something
+/// else.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Raw<T> {
     Given(T),
@@ -33,8 +34,9 @@ pub enum Raw<T> {
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Raw<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(deserializer)?;
+        // `((count))` or `((min))-((max))` only has a type once interpolated.
         if let Value::String(text) = &value
-            && is_whole_var(text)
+            && has_var(text)
         {
             return Ok(Raw::Var(text.clone()));
         }
