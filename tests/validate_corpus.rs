@@ -22,18 +22,11 @@ fn load(relative: &str) -> Value {
     yaml::parse(&text, relative).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Applies one ops file to a document. `rosh::manifest::patch` is still a placeholder on this
-/// branch; once it is merged, the body becomes:
-///
-/// ```ignore
-/// let mut doc = doc;
-/// let ops = rosh::manifest::patch::parse_ops(ops, name).unwrap();
-/// rosh::manifest::patch::apply_all(&mut doc, &ops).unwrap();
-/// doc
-/// ```
-fn apply_ops(doc: Value, _ops: &Value, name: &str) -> Value {
-    let _ = doc;
-    panic!("applying {name} needs manifest::patch")
+/// Applies one ops file to a document with rosh's go-patch engine.
+fn apply_ops(mut doc: Value, ops: &Value, name: &str) -> Value {
+    let ops = rosh::manifest::patch::parse_ops(ops, name).unwrap_or_else(|e| panic!("{e}"));
+    rosh::manifest::patch::apply_all(&mut doc, &ops).unwrap_or_else(|e| panic!("{e}"));
+    doc
 }
 
 fn vm_extension_missing(instance_group: usize, name: &str) -> Problem {
@@ -87,7 +80,6 @@ fn cf_v58_against_the_bosh_lite_cloud_config_lacks_exactly_two_vm_extensions() {
 }
 
 #[test]
-#[ignore = "needs manifest::patch"]
 fn cf_v58_with_the_bosh_lite_ops_file_passes() {
     let ops = load("cf-deployment/v58.0.0/operations/bosh-lite.yml");
     let manifest = apply_ops(load(V58), &ops, "operations/bosh-lite.yml");
@@ -108,7 +100,6 @@ fn cf_v58_against_the_openstack_cloud_config_lacks_the_ephemeral_disk_extensions
 }
 
 #[test]
-#[ignore = "needs manifest::patch"]
 fn cf_v58_with_the_openstack_ops_file_passes() {
     let ops = load("cf-deployment/v58.0.0/operations/openstack.yml");
     let manifest = apply_ops(load(V58), &ops, "operations/openstack.yml");
