@@ -50,6 +50,7 @@ const DEFAULT_CERTIFICATE_KEY_LENGTH: u32 = 3072;
 const DEFAULT_ORGANIZATION: &str = "Cloud Foundry";
 const DEFAULT_DURATION_DAYS: u64 = 365;
 const DEFAULT_PASSWORD_LENGTH: u64 = 20;
+const MAX_PASSWORD_LENGTH: usize = 1 << 20;
 // bosh's `rsa` and `ssh` generators have no key length option.
 const RSA_AND_SSH_KEY_LENGTH: u32 = 2048;
 // What bosh puts in every subject. Not a valid ISO 3166 alpha-2 code, but it is what every
@@ -295,7 +296,12 @@ pub fn key_length_for(kind: &str, options: &Value) -> Option<u32> {
 fn password(options: &Value) -> Result<Value, GenerateError> {
     let opts = Options::new("password", options, PASSWORD_OPTIONS)?;
     let length = opts.positive_integer("length")?.unwrap_or(DEFAULT_PASSWORD_LENGTH);
-    let length = usize::try_from(length).map_err(|_| opts.invalid("length", "a length", length))?;
+    // No password needs more, and a typo like 2000000000 should be an error, not an
+    // out-of-memory abort.
+    let length = usize::try_from(length)
+        .ok()
+        .filter(|&length| length <= MAX_PASSWORD_LENGTH)
+        .ok_or_else(|| opts.invalid("length", "at most 1048576", length))?;
     let mut password = String::with_capacity(length);
     let mut random = [0u8; 64];
     while password.len() < length {
@@ -981,6 +987,11 @@ mod tests {
             err.to_string(),
             "password option 'length' must be a positive integer, got a string"
         );
+        let err = generate("password", "length: 2000000000").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "password option 'length' must be at most 1048576, got 2000000000"
+        );
         let err = generate("password", "lenght: 30").unwrap_err();
         assert_eq!(err.to_string(), "unknown password option: lenght; supported: length");
     }
@@ -1049,14 +1060,35 @@ mod tests {
                 "{ca: root, alternative_names: [bücher.example]}",
                 "certificate option 'alternative_names' must be a list of ASCII host names or IPs, got bücher.example",
             ),
+            (
+                "{ca: root, key_length: 2048}",
+                "signing CA 'root' has no value: generate it (a certificate with is_ca: true) before the certificates it signs, or provide it",
+            ),
         ];
+        // One key of each length the cases would use, ready before they run: none is spent.
         let generator = Generator::new();
+        generator.prefetch(&[2048, 3072]);
+        let ready_counts = || {
+            let state = generator.pool.shared.lock();
+            [2048, 3072].map(|bits| state.ready.get(&bits).map_or(0, Vec::len))
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ready_counts() != [1, 1] {
+            assert!(Instant::now() < deadline, "prefetched keys never arrived");
+            thread::sleep(Duration::from_millis(10));
+        }
         for (options, message) in cases {
             let err = generate_with(&generator, "certificate", options, &HashMap::new())
                 .expect_err(options);
             assert_eq!(err.to_string(), message, "options {options}");
         }
-        assert!(generator.pool.shared.lock().ready.is_empty());
+        assert_eq!(ready_counts(), [1, 1]);
+    }
+
+    #[test]
+    fn generator_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Generator>();
     }
 
     #[test]
