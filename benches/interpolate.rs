@@ -13,23 +13,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+// Ordered so each applies cleanly after the ones before it.
 const OPS: [&str; 10] = [
+    "operations/use-compiled-releases.yml",
+    "operations/rename-network-and-deployment.yml",
     "operations/use-external-blobstore.yml",
     "operations/use-s3-blobstore.yml",
     "operations/use-external-dbs.yml",
-    "operations/use-compiled-releases.yml",
     "operations/scale-to-one-az.yml",
     "operations/windows2019-cell.yml",
     "operations/enable-nfs-volume-service.yml",
     "operations/enable-smb-volume-service.yml",
     "operations/use-metric-store.yml",
-    "operations/rename-network-and-deployment.yml",
 ];
 
-const VARS_FILES: [&str; 3] = [
+const VARS_FILES: [&str; 4] = [
     "operations/example-vars-files/vars-use-s3-blobstore.yml",
     "operations/example-vars-files/vars-use-external-dbs.yml",
     "operations/example-vars-files/vars-rename-network.yml",
+    "operations/example-vars-files/vars-rename-deployment.yml",
 ];
 
 struct Sample {
@@ -45,7 +47,7 @@ fn run(args: &[String], cwd: &Path) -> Sample {
         .args(args)
         .current_dir(cwd)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn rosh");
     let pid = child.id() as libc::pid_t;
@@ -104,6 +106,17 @@ fn main() {
     let generated = rosh::manifest::yaml::parse(&std::fs::read_to_string(&store).unwrap(), "store").unwrap();
     let count = generated.as_mapping().map(|m| m.len()).unwrap_or(0);
     report(&format!("generate all {count} variables into an empty store"), generate);
+
+    // Top the store up with what the ops files add, so every scenario below has all its values.
+    let mut top_up = base.clone();
+    top_up.extend([s("--vars-store"), store.display().to_string()]);
+    for op in OPS {
+        top_up.extend([s("-o"), s(op)]);
+    }
+    for vf in VARS_FILES {
+        top_up.extend([s("-l"), s(vf)]);
+    }
+    run(&top_up, &root);
 
     let mut with_vars = base.clone();
     with_vars.extend([s("-l"), store.display().to_string(), s("--var-errs")]);

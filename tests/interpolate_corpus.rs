@@ -242,13 +242,18 @@ fn custom_op_error_text_is_shown_with_the_cause() {
 fn undefined_variables_with_var_errs_name_the_path_and_the_file_that_introduced_them() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("m.yml"), "name: ((deployment))\nprops:\n  a: ((from_manifest))\n").unwrap();
-    std::fs::write(tmp.path().join("ops.yml"), "- {type: replace, path: /props/b?, value: ((from_ops))}\n").unwrap();
+    std::fs::write(
+        tmp.path().join("ops.yml"),
+        "- {type: replace, path: /props/b?, value: ((from_ops))}\n- {type: replace, path: /variables?/-, value: {name: ops_pw, type: password}}\n",
+    )
+    .unwrap();
     let out = rosh(&["int", "m.yml", "-o", "ops.yml", "--var-errs", "-v", "deployment=d"], tmp.path());
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("m.yml: Expected to find variables:"), "{err}");
     assert!(err.contains("- from_manifest: used at props.a (from m.yml)"), "{err}");
     assert!(err.contains("- from_ops: used at props.b (from ops.yml operation [0])"), "{err}");
+    assert!(err.contains("- ops_pw: used at variables[0] (from ops.yml operation [1])"), "{err}");
     assert!(out.stdout.is_empty());
 }
 

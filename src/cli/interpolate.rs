@@ -132,9 +132,13 @@ fn describe_var_errors(missing: &[Missing], unused: &[String], raw: &Value, name
     if !missing.is_empty() {
         out.push_str("Expected to find variables:\n");
         for m in missing {
-            let origin = if interpolate::mentions(raw, &m.name) {
+            // A typed definition nobody provided is "used" by its own definition: blame the file
+            // that defined it; otherwise the file that first references it.
+            let by_definition = m.first_use.starts_with("variables[");
+            let here = |v: &Value| if by_definition { defines(v, &m.name) } else { interpolate::mentions(v, &m.name) };
+            let origin = if here(&raw) {
                 name.to_string()
-            } else if let Some(op) = ops.iter().find(|op| op_mentions(op, &m.name)) {
+            } else if let Some(op) = ops.iter().find(|op| matches!(&op.op, patch::Op::Replace { value, .. } if here(value))) {
                 format!("{} operation [{}]", op.source, op.index)
             } else {
                 name.to_string()
@@ -151,9 +155,14 @@ fn describe_var_errors(missing: &[Missing], unused: &[String], raw: &Value, name
     out.trim_end().to_string()
 }
 
-fn op_mentions(op: &SourcedOp, var: &str) -> bool {
-    match &op.op {
-        patch::Op::Replace { value, .. } => interpolate::mentions(value, var),
+/// True when `value` is, or holds, a `variables:` definition named `var`.
+fn defines(value: &Value, var: &str) -> bool {
+    match value {
+        Value::Mapping(map) => {
+            (map.get("name").and_then(Value::as_str) == Some(var) && map.contains_key("type"))
+                || map.values().any(|v| defines(v, var))
+        }
+        Value::Sequence(items) => items.iter().any(|v| defines(v, var)),
         _ => false,
     }
 }

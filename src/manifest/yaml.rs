@@ -11,6 +11,8 @@
 use std::fmt;
 
 use base64::Engine;
+
+mod emit;
 pub use serde_yaml_ng::{Mapping, Number, Value};
 
 /// A YAML text could not be read. Names the source (usually a file path) and, where the parser
@@ -82,6 +84,9 @@ fn decode_binary(value: &mut Value) -> Result<(), String> {
 /// Renders a document as YAML text the way `bosh interpolate` prints it: block style, keys in
 /// the order they have, sequences not indented under their key.
 pub fn to_string(value: &Value) -> String {
+    if let Some(text) = emit::emit(value) {
+        return text;
+    }
     match serde_yaml_ng::to_string(value) {
         Ok(text) => text,
         // Only non-string map keys that serde cannot express fail; every tree parsed from YAML
