@@ -43,6 +43,8 @@ struct Sample {
 /// Runs the binary once and reads its own resource usage with wait4.
 fn run(args: &[String], cwd: &Path) -> Sample {
     let start = Instant::now();
+    // Reaped below with wait4, which also returns the child's resource usage.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(env!("CARGO_BIN_EXE_rosh"))
         .args(args)
         .current_dir(cwd)

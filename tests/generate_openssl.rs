@@ -75,14 +75,10 @@ fn chains_verify_with_openssl_and_fail_against_an_unrelated_ca() {
     let generator = Generator::new();
     generator.prefetch(&[2048; 5]);
     let mut store = HashMap::new();
-    let root =
-        certificate(&generator, "{is_ca: true, common_name: rosh-root, key_length: 2048}", &store);
+    let root = certificate(&generator, "{is_ca: true, common_name: rosh-root, key_length: 2048}", &store);
     store.insert("root_ca".to_string(), root.clone());
-    let intermediate = certificate(
-        &generator,
-        "{is_ca: true, ca: root_ca, common_name: rosh-intermediate, key_length: 2048}",
-        &store,
-    );
+    let intermediate =
+        certificate(&generator, "{is_ca: true, ca: root_ca, common_name: rosh-intermediate, key_length: 2048}", &store);
     store.insert("intermediate_ca".to_string(), intermediate.clone());
     let leaf = certificate(
         &generator,
@@ -97,11 +93,7 @@ fn chains_verify_with_openssl_and_fail_against_an_unrelated_ca() {
           extended_key_usage: [client_auth, server_auth]}",
         &store,
     );
-    let unrelated = certificate(
-        &generator,
-        "{is_ca: true, common_name: rosh-root, key_length: 2048}",
-        &HashMap::new(),
-    );
+    let unrelated = certificate(&generator, "{is_ca: true, common_name: rosh-root, key_length: 2048}", &HashMap::new());
 
     let openssl = OpenSsl::new();
     openssl.write("root.pem", field(&root, "certificate"));
@@ -113,32 +105,17 @@ fn chains_verify_with_openssl_and_fail_against_an_unrelated_ca() {
     openssl.write("unrelated.pem", field(&unrelated, "certificate"));
 
     assert!(openssl.verifies(&["-CAfile", "root.pem", "intermediate.pem"]));
-    assert!(openssl.verifies(&[
-        "-CAfile",
-        "root.pem",
-        "-untrusted",
-        "intermediate.pem",
-        "leaf.pem"
-    ]));
+    assert!(openssl.verifies(&["-CAfile", "root.pem", "-untrusted", "intermediate.pem", "leaf.pem"]));
     assert!(
         !openssl.verifies(&["-CAfile", "root.pem", "leaf.pem"]),
         "a leaf of the intermediate must need the intermediate"
     );
     assert!(openssl.verifies(&["-CAfile", "root.pem", "direct.pem"]));
-    assert!(
-        openssl.verifies(&["-CAfile", "direct-ca.pem", "direct.pem"]),
-        "the leaf's own ca field"
-    );
+    assert!(openssl.verifies(&["-CAfile", "direct-ca.pem", "direct.pem"]), "the leaf's own ca field");
 
     // The same subject name is not enough: the signature must check out.
     assert!(!openssl.verifies(&["-CAfile", "unrelated.pem", "direct.pem"]));
-    assert!(!openssl.verifies(&[
-        "-CAfile",
-        "unrelated.pem",
-        "-untrusted",
-        "intermediate.pem",
-        "leaf.pem"
-    ]));
+    assert!(!openssl.verifies(&["-CAfile", "unrelated.pem", "-untrusted", "intermediate.pem", "leaf.pem"]));
 
     // SANs and extended key usage as a TLS peer would check them.
     let direct = ["-CAfile", "root.pem"];
@@ -150,19 +127,13 @@ fn chains_verify_with_openssl_and_fail_against_an_unrelated_ca() {
         (vec!["-purpose", "sslserver"], true),
         (vec!["-purpose", "sslclient"], true),
     ] {
-        let args: Vec<&str> =
-            direct.iter().copied().chain(check.clone()).chain(["direct.pem"]).collect();
+        let args: Vec<&str> = direct.iter().copied().chain(check.clone()).chain(["direct.pem"]).collect();
         assert_eq!(openssl.verifies(&args), expected, "{check:?}");
     }
     let chain = ["-CAfile", "root.pem", "-untrusted", "intermediate.pem"];
-    for (check, expected) in [(["-purpose", "sslserver"], true), (["-purpose", "sslclient"], false)]
-    {
+    for (check, expected) in [(["-purpose", "sslserver"], true), (["-purpose", "sslclient"], false)] {
         let args: Vec<&str> = chain.iter().copied().chain(check).chain(["leaf.pem"]).collect();
-        assert_eq!(
-            openssl.verifies(&args),
-            expected,
-            "default usage is server_auth only: {check:?}"
-        );
+        assert_eq!(openssl.verifies(&args), expected, "default usage is server_auth only: {check:?}");
     }
 
     // The private key is a sound PKCS#1 RSA key and belongs to the certificate.
@@ -177,9 +148,8 @@ fn chains_verify_with_openssl_and_fail_against_an_unrelated_ca() {
 fn bosh_vars_store() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/corpus/cf-deployment/v58.0.0/scripts/fixtures/unit-test-vars-store.yml");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e} (the shared corpus must sit beside the repo)", path.display())
-    });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (the shared corpus must sit beside the repo)", path.display()));
     serde_yaml_ng::from_str(&text).expect("vars store YAML")
 }
 
@@ -191,8 +161,7 @@ fn certificates_look_like_bosh_ones_and_sign_with_a_bosh_made_ca() {
     let store = HashMap::from([("loggregator_ca".to_string(), bosh_ca.clone())]);
 
     let generator = Generator::new();
-    let root =
-        certificate(&generator, "{is_ca: true, common_name: loggregatorCA}", &HashMap::new());
+    let root = certificate(&generator, "{is_ca: true, common_name: loggregatorCA}", &HashMap::new());
     let leaf = certificate(
         &generator,
         "{ca: loggregator_ca, common_name: ss-adapter-rlp, extended_key_usage: [client_auth, server_auth]}",
@@ -212,9 +181,8 @@ fn certificates_look_like_bosh_ones_and_sign_with_a_bosh_made_ca() {
     assert!(openssl.verifies(&["-no_check_time", "-CAfile", "bosh-ca.pem", "bosh-leaf.pem"]));
 
     // Same subject layout, extensions and key size as bosh's, for the same options.
-    let shape = |file: &str, extensions: &str| {
-        openssl.text(&["x509", "-noout", "-subject", "-ext", extensions, "-in", file])
-    };
+    let shape =
+        |file: &str, extensions: &str| openssl.text(&["x509", "-noout", "-subject", "-ext", extensions, "-in", file]);
     let extensions = "basicConstraints,keyUsage,extendedKeyUsage,subjectAltName";
     assert_eq!(shape("root.pem", extensions), shape("bosh-ca.pem", extensions));
     assert_eq!(shape("leaf.pem", extensions), shape("bosh-leaf.pem", extensions));
@@ -231,20 +199,14 @@ fn certificates_look_like_bosh_ones_and_sign_with_a_bosh_made_ca() {
         let text = openssl.text(&["x509", "-noout", "-ext", extension, "-in", file]);
         text.lines().nth(1).expect("identifier line").trim().replace("keyid:", "")
     };
-    assert_eq!(
-        key_id("leaf.pem", "authorityKeyIdentifier"),
-        key_id("bosh-ca.pem", "subjectKeyIdentifier")
-    );
+    assert_eq!(key_id("leaf.pem", "authorityKeyIdentifier"), key_id("bosh-ca.pem", "subjectKeyIdentifier"));
     let modulus = openssl.text(&["rsa", "-noout", "-modulus", "-in", "bosh-ca.key"]);
     let modulus = modulus.trim().strip_prefix("Modulus=").expect("modulus");
-    let bytes: Vec<u8> = (0..modulus.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&modulus[i..i + 2], 16).expect("hex"))
-        .collect();
+    let bytes: Vec<u8> =
+        (0..modulus.len()).step_by(2).map(|i| u8::from_str_radix(&modulus[i..i + 2], 16).expect("hex")).collect();
     std::fs::write(openssl.dir.path().join("modulus.bin"), bytes).expect("write modulus");
     let digest = openssl.text(&["dgst", "-sha1", "-r", "modulus.bin"]);
     let digest = digest.split_whitespace().next().expect("digest").to_uppercase();
-    let colon_separated: Vec<String> =
-        (0..digest.len()).step_by(2).map(|i| digest[i..i + 2].to_string()).collect();
+    let colon_separated: Vec<String> = (0..digest.len()).step_by(2).map(|i| digest[i..i + 2].to_string()).collect();
     assert_eq!(key_id("bosh-ca.pem", "subjectKeyIdentifier"), colon_separated.join(":"));
 }

@@ -136,9 +136,11 @@ fn describe_var_errors(missing: &[Missing], unused: &[String], raw: &Value, name
             // that defined it; otherwise the file that first references it.
             let by_definition = m.first_use.starts_with("variables[");
             let here = |v: &Value| if by_definition { defines(v, &m.name) } else { interpolate::mentions(v, &m.name) };
-            let origin = if here(&raw) {
+            let origin = if here(raw) {
                 name.to_string()
-            } else if let Some(op) = ops.iter().find(|op| matches!(&op.op, patch::Op::Replace { value, .. } if here(value))) {
+            } else if let Some(op) =
+                ops.iter().find(|op| matches!(&op.op, patch::Op::Replace { value, .. } if here(value)))
+            {
                 format!("{} operation [{}]", op.source, op.index)
             } else {
                 name.to_string()

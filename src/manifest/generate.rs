@@ -33,9 +33,8 @@ use aws_lc_rs::encoding::AsDer;
 use base64::Engine;
 use md5::{Digest, Md5};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData,
-    SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
 use serde_yaml_ng::{Mapping, Value};
 use time::OffsetDateTime;
@@ -89,12 +88,7 @@ pub enum GenerateError {
     UnknownOptions { kind: &'static str, unknown: Vec<String>, supported: &'static [&'static str] },
 
     #[error("{kind} option '{option}' must be {expected}, got {found}")]
-    InvalidOption {
-        kind: &'static str,
-        option: &'static str,
-        expected: &'static str,
-        found: String,
-    },
+    InvalidOption { kind: &'static str, option: &'static str, expected: &'static str, found: String },
 
     #[error(
         "certificate option 'extended_key_usage' has unknown usage '{0}' \
@@ -211,8 +205,7 @@ impl Generator {
         params.key_identifier_method = KeyIdMethod::PreSpecified(key.subject_key_id()?);
         // An issuer without a key identifier gives nothing to point at; rcgen would otherwise
         // invent one from its key that matches nothing.
-        params.use_authority_key_identifier_extension =
-            signer.as_ref().is_none_or(|ca| ca.has_key_id);
+        params.use_authority_key_identifier_extension = signer.as_ref().is_none_or(|ca| ca.has_key_id);
         if opts.is_ca {
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -220,11 +213,9 @@ impl Generator {
         } else {
             // Written out as CA:FALSE (not omitted), as bosh does.
             params.is_ca = IsCa::ExplicitNoCa;
-            params.key_usages =
-                vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-            params.extended_key_usages = opts
-                .extended_key_usage
-                .unwrap_or_else(|| vec![ExtendedKeyUsagePurpose::ServerAuth]);
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+            params.extended_key_usages =
+                opts.extended_key_usage.unwrap_or_else(|| vec![ExtendedKeyUsagePurpose::ServerAuth]);
         }
 
         let (ca_pem, certificate_pem) = match &signer {
@@ -248,8 +239,7 @@ impl Generator {
 
     fn rsa(&self, options: &Value) -> Result<Value, GenerateError> {
         Options::new("rsa", options, NO_OPTIONS)?;
-        let key =
-            NewKey::from_pkcs8(self.pool.take(RSA_AND_SSH_KEY_LENGTH)?, RSA_AND_SSH_KEY_LENGTH)?;
+        let key = NewKey::from_pkcs8(self.pool.take(RSA_AND_SSH_KEY_LENGTH)?, RSA_AND_SSH_KEY_LENGTH)?;
         let mut out = Mapping::new();
         out.insert("private_key".into(), key.pkcs1_pem()?.into());
         out.insert("public_key".into(), with_newline(key.pair.public_key_pem()).into());
@@ -258,13 +248,10 @@ impl Generator {
 
     fn ssh(&self, options: &Value) -> Result<Value, GenerateError> {
         Options::new("ssh", options, NO_OPTIONS)?;
-        let key =
-            NewKey::from_pkcs8(self.pool.take(RSA_AND_SSH_KEY_LENGTH)?, RSA_AND_SSH_KEY_LENGTH)?;
+        let key = NewKey::from_pkcs8(self.pool.take(RSA_AND_SSH_KEY_LENGTH)?, RSA_AND_SSH_KEY_LENGTH)?;
         let blob = key.ssh_public_key_blob()?;
-        let public_key =
-            format!("ssh-rsa {}\n", base64::engine::general_purpose::STANDARD.encode(&blob));
-        let fingerprint: Vec<String> =
-            Md5::digest(&blob).iter().map(|b| format!("{b:02x}")).collect();
+        let public_key = format!("ssh-rsa {}\n", base64::engine::general_purpose::STANDARD.encode(&blob));
+        let fingerprint: Vec<String> = Md5::digest(&blob).iter().map(|b| format!("{b:02x}")).collect();
         let mut out = Mapping::new();
         out.insert("private_key".into(), key.pkcs1_pem()?.into());
         out.insert("public_key".into(), public_key.into());
@@ -340,9 +327,10 @@ impl<'a> CertificateOptions<'a> {
             .into_iter()
             .map(|name| match name.parse::<IpAddr>() {
                 Ok(ip) => Ok(SanType::IpAddress(ip)),
-                Err(_) => name.try_into().map(SanType::DnsName).map_err(|_| {
-                    opts.invalid("alternative_names", "a list of ASCII host names or IPs", name)
-                }),
+                Err(_) => name
+                    .try_into()
+                    .map(SanType::DnsName)
+                    .map_err(|_| opts.invalid("alternative_names", "a list of ASCII host names or IPs", name)),
             })
             .collect::<Result<_, _>>()?;
         let extended_key_usage = opts
@@ -437,13 +425,9 @@ struct SigningCa {
 }
 
 impl SigningCa {
-    fn load(
-        name: &str,
-        lookup: &mut dyn FnMut(&str) -> Option<Value>,
-    ) -> Result<Self, GenerateError> {
+    fn load(name: &str, lookup: &mut dyn FnMut(&str) -> Option<Value>) -> Result<Self, GenerateError> {
         let unusable = |reason: String| GenerateError::CaUnusable { ca: name.to_string(), reason };
-        let value =
-            lookup(name).ok_or_else(|| GenerateError::CaNotFound { ca: name.to_string() })?;
+        let value = lookup(name).ok_or_else(|| GenerateError::CaNotFound { ca: name.to_string() })?;
         let Value::Mapping(map) = &value else {
             return Err(unusable(format!(
                 "its value is {}, not a certificate (a map with certificate and private_key)",
@@ -467,16 +451,13 @@ impl SigningCa {
             .into_contents();
         let (_, parsed) = x509_parser::parse_x509_certificate(&certificate_der)
             .map_err(|e| unusable(format!("its certificate cannot be parsed: {e}")))?;
-        let key = KeyPair::from_pem(private_key_pem)
-            .map_err(|e| unusable(format!("its private_key cannot be read: {e}")))?;
+        let key =
+            KeyPair::from_pem(private_key_pem).map_err(|e| unusable(format!("its private_key cannot be read: {e}")))?;
         if parsed.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
             return Err(unusable("its private_key does not belong to its certificate".into()));
         }
         let has_key_id = parsed.iter_extensions().any(|ext| {
-            matches!(
-                ext.parsed_extension(),
-                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(_)
-            )
+            matches!(ext.parsed_extension(), x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(_))
         });
         let subject_der = parsed.subject().as_raw().to_vec();
         let issuer = Issuer::from_ca_cert_der(&certificate_der.as_slice().into(), key)
@@ -494,8 +475,8 @@ impl SigningCa {
     /// byte for byte (repeated attributes, unusual string types) would give certificates whose
     /// issuer matches no CA, so refuse rather than hand out a chain that never verifies.
     fn check_issuer_name(&self, certificate_der: &[u8]) -> Result<(), GenerateError> {
-        let (_, parsed) = x509_parser::parse_x509_certificate(certificate_der)
-            .map_err(|e| rcgen::Error::X509(e.to_string()))?;
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(certificate_der).map_err(|e| rcgen::Error::X509(e.to_string()))?;
         if parsed.issuer().as_raw() == self.subject_der.as_slice() {
             Ok(())
         } else {
@@ -522,11 +503,8 @@ struct NewKey {
 
 impl NewKey {
     fn from_pkcs8(pkcs8: Vec<u8>, bits: u32) -> Result<Self, GenerateError> {
-        let pair = KeyPair::from_pkcs8_der_and_sign_algo(
-            &pkcs8.as_slice().into(),
-            &rcgen::PKCS_RSA_SHA256,
-        )
-        .map_err(|_| GenerateError::KeyGeneration { bits })?;
+        let pair = KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.as_slice().into(), &rcgen::PKCS_RSA_SHA256)
+            .map_err(|_| GenerateError::KeyGeneration { bits })?;
         Ok(Self { pkcs8, pair, bits })
     }
 
@@ -539,8 +517,7 @@ impl NewKey {
     /// public key), so identifiers look like those in existing vars stores.
     fn subject_key_id(&self) -> Result<Vec<u8>, GenerateError> {
         let modulus = self.public_key()?.modulus.as_bytes();
-        let digest =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, modulus);
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, modulus);
         Ok(digest.as_ref().to_vec())
     }
 
@@ -659,12 +636,7 @@ fn count(map: &HashMap<u32, usize>, bits: u32) -> usize {
 
 impl KeyPool {
     fn new() -> Self {
-        Self {
-            shared: Arc::new(PoolShared {
-                state: Mutex::new(PoolState::default()),
-                changed: Condvar::new(),
-            }),
-        }
+        Self { shared: Arc::new(PoolShared { state: Mutex::new(PoolState::default()), changed: Condvar::new() }) }
     }
 
     fn prefetch(&self, key_lengths: &[u32]) {
@@ -673,8 +645,7 @@ impl KeyPool {
         state.queued.extend(key_lengths.iter().copied().filter(|&bits| can_generate(bits)));
         while state.workers < threads.min(state.queued.len()) {
             let shared = Arc::clone(&self.shared);
-            let spawned =
-                thread::Builder::new().name("rosh-keygen".into()).spawn(move || worker(&shared));
+            let spawned = thread::Builder::new().name("rosh-keygen".into()).spawn(move || worker(&shared));
             match spawned {
                 Ok(_) => state.workers += 1,
                 // Queued jobs are still made, by the callers that need them (see `take`).
@@ -742,11 +713,7 @@ struct Options<'a> {
 }
 
 impl<'a> Options<'a> {
-    fn new(
-        kind: &'static str,
-        options: &'a Value,
-        supported: &'static [&'static str],
-    ) -> Result<Self, GenerateError> {
+    fn new(kind: &'static str, options: &'a Value, supported: &'static [&'static str]) -> Result<Self, GenerateError> {
         let map = match options {
             Value::Null => None,
             Value::Mapping(map) => Some(map),
@@ -774,35 +741,21 @@ impl<'a> Options<'a> {
         self.map.and_then(|map| map.get(option)).filter(|value| !value.is_null())
     }
 
-    fn invalid(
-        &self,
-        option: &'static str,
-        expected: &'static str,
-        found: impl std::fmt::Display,
-    ) -> GenerateError {
+    fn invalid(&self, option: &'static str, expected: &'static str, found: impl std::fmt::Display) -> GenerateError {
         GenerateError::InvalidOption { kind: self.kind, option, expected, found: found.to_string() }
     }
 
-    fn mistyped(
-        &self,
-        option: &'static str,
-        expected: &'static str,
-        value: &Value,
-    ) -> GenerateError {
+    fn mistyped(&self, option: &'static str, expected: &'static str, value: &Value) -> GenerateError {
         self.invalid(option, expected, describe(value))
     }
 
     fn string(&self, option: &'static str) -> Result<Option<&'a str>, GenerateError> {
-        self.get(option)
-            .map(|value| value.as_str().ok_or_else(|| self.mistyped(option, "a string", value)))
-            .transpose()
+        self.get(option).map(|value| value.as_str().ok_or_else(|| self.mistyped(option, "a string", value))).transpose()
     }
 
     fn boolean(&self, option: &'static str) -> Result<Option<bool>, GenerateError> {
         self.get(option)
-            .map(|value| {
-                value.as_bool().ok_or_else(|| self.mistyped(option, "true or false", value))
-            })
+            .map(|value| value.as_bool().ok_or_else(|| self.mistyped(option, "true or false", value)))
             .transpose()
     }
 
@@ -821,12 +774,8 @@ impl<'a> Options<'a> {
         let expected = "a list of strings";
         self.get(option)
             .map(|value| {
-                let items =
-                    value.as_sequence().ok_or_else(|| self.mistyped(option, expected, value))?;
-                items
-                    .iter()
-                    .map(|item| item.as_str().ok_or_else(|| self.mistyped(option, expected, item)))
-                    .collect()
+                let items = value.as_sequence().ok_or_else(|| self.mistyped(option, expected, value))?;
+                items.iter().map(|item| item.as_str().ok_or_else(|| self.mistyped(option, expected, item))).collect()
             })
             .transpose()
     }
@@ -902,9 +851,7 @@ mod tests {
     fn authority_key_id(cert: &X509Certificate<'_>) -> Vec<u8> {
         cert.iter_extensions()
             .find_map(|ext| match ext.parsed_extension() {
-                ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                    aki.key_identifier.as_ref().map(|id| id.0.to_vec())
-                }
+                ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref().map(|id| id.0.to_vec()),
                 _ => None,
             })
             .expect("authority key identifier")
@@ -913,8 +860,7 @@ mod tests {
     fn subject_parts(cert: &X509Certificate<'_>) -> (String, String, String) {
         let name = cert.subject();
         let first = |mut attrs: Box<dyn Iterator<Item = _>>| -> String {
-            let attr: &x509_parser::x509::AttributeTypeAndValue<'_> =
-                attrs.next().expect("attribute");
+            let attr: &x509_parser::x509::AttributeTypeAndValue<'_> = attrs.next().expect("attribute");
             attr.as_str().expect("text").to_string()
         };
         (
@@ -937,9 +883,7 @@ mod tests {
     }
 
     fn sha1(bytes: &[u8]) -> Vec<u8> {
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes)
-            .as_ref()
-            .to_vec()
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes).as_ref().to_vec()
     }
 
     fn have(tool: &str) -> bool {
@@ -950,20 +894,14 @@ mod tests {
 
     #[test]
     fn password_is_20_lowercase_letters_and_digits_by_default() {
-        let passwords: Vec<String> = (0..20)
-            .map(|_| generate("password", "~").unwrap().as_str().unwrap().to_string())
-            .collect();
+        let passwords: Vec<String> =
+            (0..20).map(|_| generate("password", "~").unwrap().as_str().unwrap().to_string()).collect();
         for password in &passwords {
             assert_eq!(password.len(), 20, "{password}");
-            assert!(
-                password.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
-                "{password}"
-            );
+            assert!(password.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()), "{password}");
         }
         let all: String = passwords.concat();
-        assert!(
-            all.bytes().any(|b| b.is_ascii_digit()) && all.bytes().any(|b| b.is_ascii_lowercase())
-        );
+        assert!(all.bytes().any(|b| b.is_ascii_digit()) && all.bytes().any(|b| b.is_ascii_lowercase()));
         let mut distinct = passwords.clone();
         distinct.sort();
         distinct.dedup();
@@ -983,15 +921,9 @@ mod tests {
         let err = generate("password", "length: 0").unwrap_err();
         assert_eq!(err.to_string(), "password option 'length' must be a positive integer, got 0");
         let err = generate("password", "length: twenty").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "password option 'length' must be a positive integer, got a string"
-        );
+        assert_eq!(err.to_string(), "password option 'length' must be a positive integer, got a string");
         let err = generate("password", "length: 2000000000").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "password option 'length' must be at most 1048576, got 2000000000"
-        );
+        assert_eq!(err.to_string(), "password option 'length' must be at most 1048576, got 2000000000");
         let err = generate("password", "lenght: 30").unwrap_err();
         assert_eq!(err.to_string(), "unknown password option: lenght; supported: length");
     }
@@ -1023,10 +955,7 @@ mod tests {
     #[test]
     fn certificate_options_are_validated_before_a_key_is_made() {
         let cases = [
-            (
-                "{is_ca: true, key_length: 1024}",
-                "certificate option 'key_length' must be 2048, 3072 or 4096, got 1024",
-            ),
+            ("{is_ca: true, key_length: 1024}", "certificate option 'key_length' must be 2048, 3072 or 4096, got 1024"),
             (
                 "{is_ca: true, key_length: '3072'}",
                 "certificate option 'key_length' must be a positive integer, got a string",
@@ -1048,10 +977,7 @@ mod tests {
                 "certificate is not a CA (is_ca is not true) and has no 'ca' option: missing required CA name",
             ),
             ("{is_ca: 'yes'}", "certificate option 'is_ca' must be true or false, got a string"),
-            (
-                "{is_ca: true, duration: -1}",
-                "certificate option 'duration' must be a positive integer, got -1",
-            ),
+            ("{is_ca: true, duration: -1}", "certificate option 'duration' must be a positive integer, got -1"),
             (
                 "{is_ca: true, duration: 5000000}",
                 "certificate option 'duration' must be a number of days ending before the year 10000, got 5000000",
@@ -1078,8 +1004,7 @@ mod tests {
             thread::sleep(Duration::from_millis(10));
         }
         for (options, message) in cases {
-            let err = generate_with(&generator, "certificate", options, &HashMap::new())
-                .expect_err(options);
+            let err = generate_with(&generator, "certificate", options, &HashMap::new()).expect_err(options);
             assert_eq!(err.to_string(), message, "options {options}");
         }
         assert_eq!(ready_counts(), [1, 1]);
@@ -1113,12 +1038,8 @@ mod tests {
     #[test]
     fn self_signed_root_ca() {
         let before = OffsetDateTime::now_utc().unix_timestamp();
-        let value = root(
-            &Generator::new(),
-            "{is_ca: true, common_name: rosh-root, key_length: 2048, duration: 30}",
-        );
-        let keys: Vec<&str> =
-            value.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
+        let value = root(&Generator::new(), "{is_ca: true, common_name: rosh-root, key_length: 2048, duration: 30}");
+        let keys: Vec<&str> = value.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
         assert_eq!(keys, ["ca", "certificate", "private_key"]);
         let certificate = field(&value, "certificate");
         assert_eq!(field(&value, "ca"), certificate);
@@ -1132,10 +1053,7 @@ mod tests {
         assert_eq!(exponent, [1, 0, 1]);
 
         with_cert(certificate, |cert| {
-            assert_eq!(
-                subject_parts(cert),
-                ("USA".into(), "Cloud Foundry".into(), "rosh-root".into())
-            );
+            assert_eq!(subject_parts(cert), ("USA".into(), "Cloud Foundry".into(), "rosh-root".into()));
             assert_eq!(cert.issuer().as_raw(), cert.subject().as_raw());
             assert!(cert.basic_constraints().unwrap().unwrap().critical);
             assert!(cert.basic_constraints().unwrap().unwrap().value.ca);
@@ -1150,16 +1068,11 @@ mod tests {
             let not_before = validity.not_before.timestamp();
             assert!((before - 1..=before + 60).contains(&not_before));
             assert_eq!(validity.not_after.timestamp() - not_before, 30 * 24 * 3600);
-            assert_eq!(
-                cert.signature_algorithm.algorithm,
-                x509_parser::oid_registry::OID_PKCS1_SHA256WITHRSA
-            );
+            assert_eq!(cert.signature_algorithm.algorithm, x509_parser::oid_registry::OID_PKCS1_SHA256WITHRSA);
             let serial = cert.tbs_certificate.serial.to_bytes_be();
             assert!(!serial.is_empty() && serial.len() <= 16, "{serial:?}");
             // The key in the certificate is the one in private_key.
-            let x509_parser::public_key::PublicKey::RSA(public) =
-                cert.public_key().parsed().unwrap()
-            else {
+            let x509_parser::public_key::PublicKey::RSA(public) = cert.public_key().parsed().unwrap() else {
                 panic!("not RSA");
             };
             let trimmed: Vec<u8> = public.modulus.iter().copied().skip_while(|&b| b == 0).collect();
@@ -1193,9 +1106,8 @@ mod tests {
         assert_eq!(field(&leaf, "ca"), field(&ca, "certificate"));
         let (modulus, _) = private_key_numbers(field(&leaf, "private_key"));
         assert_eq!(bits(&modulus), 2048);
-        let (ca_subject, ca_key_id) = with_cert(field(&ca, "certificate"), |c| {
-            (c.subject().as_raw().to_vec(), subject_key_id(c))
-        });
+        let (ca_subject, ca_key_id) =
+            with_cert(field(&ca, "certificate"), |c| (c.subject().as_raw().to_vec(), subject_key_id(c)));
 
         with_cert(field(&leaf, "certificate"), |cert| {
             assert_eq!(subject_parts(cert), ("USA".into(), "ACME".into(), "svc.internal".into()));
@@ -1220,10 +1132,7 @@ mod tests {
             assert_eq!(subject_key_id(cert), sha1(&modulus));
             assert_eq!(authority_key_id(cert), ca_key_id);
             let validity = cert.validity();
-            assert_eq!(
-                validity.not_after.timestamp() - validity.not_before.timestamp(),
-                365 * 24 * 3600
-            );
+            assert_eq!(validity.not_after.timestamp() - validity.not_before.timestamp(), 365 * 24 * 3600);
         });
     }
 
@@ -1232,17 +1141,13 @@ mod tests {
         let generator = Generator::new();
         let ca = root(&generator, "{is_ca: true, common_name: ca, key_length: 2048}");
         let store = HashMap::from([("ca", ca)]);
-        for (usages, client, server) in [
-            ("[client_auth, server_auth]", true, true),
-            ("[client_auth]", true, false),
-            ("[server_auth]", false, true),
-        ] {
+        for (usages, client, server) in
+            [("[client_auth, server_auth]", true, true), ("[client_auth]", true, false), ("[server_auth]", false, true)]
+        {
             let leaf = generate_with(
                 &generator,
                 "certificate",
-                &format!(
-                    "{{ca: ca, common_name: x, key_length: 2048, extended_key_usage: {usages}}}"
-                ),
+                &format!("{{ca: ca, common_name: x, key_length: 2048, extended_key_usage: {usages}}}"),
                 &store,
             )
             .unwrap();
@@ -1267,9 +1172,8 @@ mod tests {
         .unwrap();
         assert_eq!(field(&intermediate, "ca"), field(&root_ca, "certificate"));
         assert_ne!(field(&intermediate, "certificate"), field(&root_ca, "certificate"));
-        let (root_subject, root_key_id) = with_cert(field(&root_ca, "certificate"), |c| {
-            (c.subject().as_raw().to_vec(), subject_key_id(c))
-        });
+        let (root_subject, root_key_id) =
+            with_cert(field(&root_ca, "certificate"), |c| (c.subject().as_raw().to_vec(), subject_key_id(c)));
         with_cert(field(&intermediate, "certificate"), |cert| {
             assert_eq!(subject_parts(cert).2, "intermediate");
             assert_eq!(cert.issuer().as_raw(), root_subject.as_slice());
@@ -1287,18 +1191,9 @@ mod tests {
         let a = root(&generator, "{is_ca: true, common_name: a, key_length: 2048}");
         let b = root(&generator, "{is_ca: true, common_name: b, key_length: 2048}");
         let mut mismatched = a.clone();
-        mismatched
-            .as_mapping_mut()
-            .unwrap()
-            .insert("private_key".into(), b.get("private_key").unwrap().clone());
+        mismatched.as_mapping_mut().unwrap().insert("private_key".into(), b.get("private_key").unwrap().clone());
         let store = HashMap::from([
-            (
-                "no_key",
-                yaml(&format!(
-                    "certificate: |\n  {}",
-                    field(&a, "certificate").replace('\n', "\n  ")
-                )),
-            ),
+            ("no_key", yaml(&format!("certificate: |\n  {}", field(&a, "certificate").replace('\n', "\n  ")))),
             ("mismatched", mismatched),
             ("a_password", Value::String("hunter2".into())),
             ("garbled", yaml("{certificate: not a pem, private_key: nor this}")),
@@ -1317,10 +1212,7 @@ mod tests {
                 "a_password",
                 "signing CA 'a_password' cannot be used: its value is a string, not a certificate (a map with certificate and private_key)",
             ),
-            (
-                "garbled",
-                "signing CA 'garbled' cannot be used: its certificate is not a PEM certificate",
-            ),
+            ("garbled", "signing CA 'garbled' cannot be used: its certificate is not a PEM certificate"),
         ];
         for (ca, message) in cases {
             let options = format!("{{ca: {ca}, common_name: leaf, key_length: 2048}}");
@@ -1334,8 +1226,7 @@ mod tests {
     #[test]
     fn rsa_public_key_belongs_to_the_private_key() {
         let value = generate("rsa", "~").unwrap();
-        let keys: Vec<&str> =
-            value.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
+        let keys: Vec<&str> = value.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
         assert_eq!(keys, ["private_key", "public_key"]);
         let private_key = field(&value, "private_key");
         let public_key = field(&value, "public_key");
@@ -1354,11 +1245,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("key.pem");
             std::fs::write(&path, private_key).unwrap();
-            let out = Command::new("openssl")
-                .args(["rsa", "-pubout", "-in"])
-                .arg(&path)
-                .output()
-                .unwrap();
+            let out = Command::new("openssl").args(["rsa", "-pubout", "-in"]).arg(&path).output().unwrap();
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             assert_eq!(String::from_utf8(out.stdout).unwrap(), public_key);
         }
@@ -1367,8 +1254,7 @@ mod tests {
     #[test]
     fn ssh_key_and_fingerprint() {
         let value = generate("ssh", "~").unwrap();
-        let keys: Vec<&str> =
-            value.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
+        let keys: Vec<&str> = value.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
         assert_eq!(keys, ["private_key", "public_key", "public_key_fingerprint"]);
         let public_key = field(&value, "public_key");
         let fingerprint = field(&value, "public_key_fingerprint");
@@ -1398,11 +1284,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("id_rsa.pub");
             std::fs::write(&path, public_key).unwrap();
-            let out = Command::new("ssh-keygen")
-                .args(["-l", "-E", "md5", "-f"])
-                .arg(&path)
-                .output()
-                .unwrap();
+            let out = Command::new("ssh-keygen").args(["-l", "-E", "md5", "-f"]).arg(&path).output().unwrap();
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             // "2048 MD5:2e:7a:… no comment (RSA)"
             let text = String::from_utf8(out.stdout).unwrap();
@@ -1423,8 +1305,7 @@ mod tests {
         let generator = Generator::new();
         generator.prefetch(&[2048, 2048, 2048, 1234]);
         let keys: Vec<Vec<u8>> = thread::scope(|scope| {
-            let handles: Vec<_> =
-                (0..5).map(|_| scope.spawn(|| generator.pool.take(2048).expect("key"))).collect();
+            let handles: Vec<_> = (0..5).map(|_| scope.spawn(|| generator.pool.take(2048).expect("key"))).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         let mut distinct = keys.clone();
@@ -1507,8 +1388,7 @@ mod tests {
         definitions.extend((0..38).map(|_| ("password", "~".to_string())));
         definitions.push(("rsa", "~".into()));
         definitions.push(("ssh", "~".into()));
-        let lengths: Vec<u32> =
-            definitions.iter().filter_map(|(kind, o)| key_length_for(kind, &yaml(o))).collect();
+        let lengths: Vec<u32> = definitions.iter().filter_map(|(kind, o)| key_length_for(kind, &yaml(o))).collect();
         generator.prefetch(&lengths);
         let mut store: HashMap<&str, Value> = HashMap::new();
         for (kind, options) in &definitions {

@@ -239,7 +239,7 @@ fn concrete_index(index: i64, modifiers: &[Modifier], len: usize, path: &Pointer
         }
     }
     let len_i = len as i64;
-    if result >= len_i || -result - 1 >= len_i {
+    if result >= len_i || -result > len_i {
         return Err(PatchError::MissingIndex { index: result, len, path: path.render() });
     }
     Ok(if result < 0 { (len_i + result) as usize } else { result as usize })
@@ -610,7 +610,7 @@ pub enum OpsError {
         kind: &'static str,
         path: String,
         custom: Option<String>,
-        cause: PatchError,
+        cause: Box<PatchError>,
     },
 }
 
@@ -695,7 +695,7 @@ pub fn apply_all(doc: &mut Value, ops: &[SourcedOp]) -> Result<(), OpsError> {
             kind: sourced.op.kind(),
             path: sourced.op.path().to_string(),
             custom: sourced.error.clone(),
-            cause,
+            cause: Box::new(cause),
         })?;
     }
     Ok(())

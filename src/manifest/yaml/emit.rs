@@ -129,8 +129,8 @@ fn string(s: &str, indent: usize, block_ok: bool, out: &mut String) {
 
 /// Words YAML 1.1 or 1.2 readers (bosh's Go library among them) take as null or booleans.
 const RESERVED: [&str; 22] = [
-    "null", "Null", "NULL", "~", "true", "True", "TRUE", "false", "False", "FALSE", "yes", "Yes", "YES", "no", "No", "NO",
-    "on", "On", "ON", "off", "Off", "OFF",
+    "null", "Null", "NULL", "~", "true", "True", "TRUE", "false", "False", "FALSE", "yes", "Yes", "YES", "no", "No",
+    "NO", "on", "On", "ON", "off", "Off", "OFF",
 ];
 
 fn is_plain_safe(s: &str) -> bool {
@@ -145,8 +145,27 @@ fn is_plain_safe(s: &str) -> bool {
     if first == '-' && s.chars().nth(1).is_none_or(|c| c.is_ascii_digit() || c == '.' || c == ' ') {
         return false;
     }
-    if matches!(first, '?' | ':' | ',' | '[' | ']' | '{' | '}' | '#' | '&' | '*' | '!' | '|' | '>' | '\'' | '"' | '%' | '@' | '`' | ' ')
-    {
+    if matches!(
+        first,
+        '?' | ':'
+            | ','
+            | '['
+            | ']'
+            | '{'
+            | '}'
+            | '#'
+            | '&'
+            | '*'
+            | '!'
+            | '|'
+            | '>'
+            | '\''
+            | '"'
+            | '%'
+            | '@'
+            | '`'
+            | ' '
+    ) {
         return false;
     }
     if s.ends_with([' ', ':']) || s.contains(": ") || s.contains(" #") {
@@ -158,7 +177,9 @@ fn is_plain_safe(s: &str) -> bool {
 fn literal_block_ok(s: &str) -> bool {
     s.contains('\n')
         && !s.starts_with([' ', '\n'])
-        && !s.chars().any(|c| (c.is_control() && c != '\n') || matches!(c, '\u{feff}' | '\u{85}' | '\u{2028}' | '\u{2029}'))
+        && !s
+            .chars()
+            .any(|c| (c.is_control() && c != '\n') || matches!(c, '\u{feff}' | '\u{85}' | '\u{2028}' | '\u{2029}'))
         && s.lines().all(|l| !l.ends_with(' '))
 }
 
@@ -223,7 +244,23 @@ mod tests {
 
     #[test]
     fn strings_that_would_change_type_are_quoted() {
-        for s in ["1.1", "80", "true", "no", "~", "", " lead", "trail ", "a: b", "-1", ".inf", "0x1f", "#c", "*x", "2024-01-01"] {
+        for s in [
+            "1.1",
+            "80",
+            "true",
+            "no",
+            "~",
+            "",
+            " lead",
+            "trail ",
+            "a: b",
+            "-1",
+            ".inf",
+            "0x1f",
+            "#c",
+            "*x",
+            "2024-01-01",
+        ] {
             let doc = Value::String(s.to_string());
             let out = to_string(&doc);
             assert_eq!(parse(&out, "t").unwrap(), doc, "{s:?} emitted as {out:?}");
@@ -234,7 +271,9 @@ mod tests {
 
     #[test]
     fn multi_line_strings_are_literal_blocks() {
-        let out = round_trip("k:\n  cert: |\n    -----BEGIN-----\n    abc\n    -----END-----\n  chomp: |-\n    a\n    b\n  keep: |+\n    a\n\n");
+        let out = round_trip(
+            "k:\n  cert: |\n    -----BEGIN-----\n    abc\n    -----END-----\n  chomp: |-\n    a\n    b\n  keep: |+\n    a\n\n",
+        );
         assert!(out.contains("cert: |\n    -----BEGIN-----\n    abc\n"), "{out}");
         assert!(out.contains("chomp: |-\n    a\n    b\n"), "{out}");
         round_trip("s: \"line one\\n  indented\\n\\nafter blank\\n\"\n");
