@@ -12,12 +12,8 @@ use std::process::Command;
 use rosh::manifest::v1::{self, MigrateError, Migrated};
 use rosh::manifest::yaml::{self, Value};
 
-fn corpus() -> PathBuf {
-    match std::env::var_os("ROSH_CORPUS") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"),
-    }
-}
+mod common;
+use common::corpus;
 
 const CF_V207: &str = "v1-schema-2015-2016/cf-release-v207/example_manifests/minimal-aws.yml";
 const CF_V238: &str = "v1-schema-2015-2016/cf-release-v238/example_manifests/minimal-aws.yml";

@@ -9,12 +9,8 @@ use rosh::manifest::model::{
 };
 use rosh::manifest::yaml::{self, Value, YamlPath};
 
-fn corpus() -> PathBuf {
-    match std::env::var_os("ROSH_CORPUS") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"),
-    }
-}
+mod common;
+use common::corpus;
 
 fn load(relative: &str) -> Value {
     let path = corpus().join(relative);
