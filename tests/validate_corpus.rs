@@ -249,3 +249,34 @@ fn every_cloud_config_in_the_corpus_reads_into_the_model() {
     let subnets = softlayer.network("default").unwrap().subnets.literal().unwrap();
     assert_eq!(subnets[0].static_ips, Some(Param::Var("((internal_static_ips))".into())));
 }
+
+#[test]
+fn rosh_validate_names_the_missing_vm_extensions_and_passes_with_bosh_lite_ops() {
+    let dir = corpus().join("cf-deployment/v58.0.0");
+    let cc = "iaas-support/bosh-lite/cloud-config.yml";
+    let out = common::rosh(&["validate", "cf-deployment.yml", "--cloud-config", cc], &dir);
+    let text = common::stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", common::stderr(&out));
+    assert!(
+        text.contains(
+            "cf-deployment.yml: instance_groups[8].vm_extensions[0]: vm_extension 'diego-ssh-proxy-network-properties'"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "cf-deployment.yml: instance_groups[9].vm_extensions[0]: vm_extension 'cf-router-network-properties'"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("2 problems"), "{text}");
+
+    let out =
+        common::rosh(&["validate", "cf-deployment.yml", "--cloud-config", cc, "-o", "operations/bosh-lite.yml"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}{}", common::stdout(&out), common::stderr(&out));
+
+    let out = common::rosh(&["validate", "cf-deployment.yml", "--cloud-config", cc, "--json"], &dir);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(json["ok"], serde_json::Value::Bool(false));
+    assert_eq!(json["problems"].as_array().unwrap().len(), 2);
+}
