@@ -9,6 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod create_release;
+pub mod create_stemcell;
 pub mod interpolate;
 pub mod migrate;
 pub mod validate;
@@ -30,6 +32,11 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Convert a v1 manifest (jobs/resource_pools/disk_pools) into a v2 manifest and a cloud config.
     MigrateManifest(migrate::MigrateArgs),
+    /// Build a release from a release source directory, like `bosh create-release`.
+    #[command(disable_version_flag = true)]
+    CreateRelease(create_release::CreateReleaseArgs),
+    /// Build the local CPI's stemcell for this host (`--local`).
+    CreateStemcell(create_stemcell::CreateStemcellArgs),
 }
 
 /// Runs the CLI with the process arguments and returns the exit code.
@@ -39,6 +46,8 @@ pub fn main() -> ExitCode {
         Command::Interpolate(args) => interpolate::run(args),
         Command::Validate(args) => validate::run(args),
         Command::MigrateManifest(args) => migrate::run(args),
+        Command::CreateRelease(args) => create_release::run(args),
+        Command::CreateStemcell(args) => create_stemcell::run(args),
     };
     match result {
         Ok(code) => code,

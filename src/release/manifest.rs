@@ -137,7 +137,14 @@ pub struct LicenseArtifact {
 pub struct BuildIndex {
     #[serde(default, deserialize_with = "de_null_default")]
     pub builds: BTreeMap<String, BuildEntry>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Written `format-version` by bosh (`"2"`); `format_version` is read too.
+    #[serde(
+        default,
+        rename = "format-version",
+        alias = "format_version",
+        deserialize_with = "de_opt_version",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub format_version: Option<String>,
 }
 

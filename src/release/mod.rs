@@ -4,4 +4,7 @@
 //! Parsing is pure (text in, values out); reading archives works on any `Read` handed in, so the
 //! caller decides where bytes come from (a file, an HTTP body) and where verified blobs go.
 
+pub mod create;
+pub mod fingerprint;
 pub mod manifest;
+pub mod stemcell_create;
