@@ -398,3 +398,14 @@ fn a_git_work_tree_with_changes_is_refused_unless_forced() {
     assert_eq!(forced.version(), "0+dev.2");
     assert_eq!(forced.json["uncommitted_changes"], true);
 }
+
+/// rosh writes `index.yml` files with bosh's `format-version` key, and reads bosh's.
+#[test]
+fn build_indexes_use_bosh_format_version_key() {
+    let corpus = common::corpus().join("releases/nats-56.26.0/.final_builds/jobs/nats/index.yml");
+    assert_eq!(read_index(&corpus).format_version.as_deref(), Some("2"));
+    let (_tmp, dir) = copy_of_sample();
+    create(&dir, &[]);
+    let text = fs::read_to_string(dir.join(".dev_builds/license/index.yml")).unwrap();
+    assert!(text.ends_with("format-version: '2'\n"), "{text}");
+}

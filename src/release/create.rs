@@ -974,7 +974,12 @@ fn write_release_tarball(created: &Created, source: &Source, out: &Path) -> Resu
         }
         // bosh-cli also puts the license files themselves at the top of the release tarball.
         for file in &license.files {
-            tgz.file(&file.path, 0o644, &file.source)?;
+            match &file.content {
+                Content::Symlink { target } => tgz.symlink(&file.path, target)?,
+                Content::File { .. } => {
+                    tgz.file(&file.path, 0o644, &file.source)?;
+                }
+            }
         }
     }
     tgz.finish()?;

@@ -13,18 +13,18 @@
 //!   every key of the spec's `templates` map (a listed template that is missing is an error).
 //!   Symlinks are followed: a linked template counts as the file it points to. The directory name
 //!   must equal the spec's `name`.
-//! - **Package** `packages/<p>/`: `packaging` (required), then every path matched by the spec's
-//!   `files` globs, each glob resolved against `src/` and then `blobs/` (a path found in `src/`
-//!   wins over the same path in `blobs/`; a glob that matches nothing in either is an error), less
-//!   the paths matched by `excluded_files` in either directory. Globs are bosh's doublestar
-//!   globs: `*`, `?`, `[…]` and `{a,b}` stay within one path segment, `**` spans any number of
-//!   segments, and a leading dot is not special. Directories are never files of a package;
-//!   symlinks are kept as symlinks. The package's `spec` itself is *not* a file of the package:
-//!   its `dependencies` enter as an additional chunk (below), its `files` through the files they
-//!   select. `pre_packaging` (deprecated by bosh, which runs it with bash at build time) is
-//!   refused.
-//! - **License**: every `LICENSE*` and `NOTICE*` file at the top of the release directory. None
-//!   means the release has no license.
+//! - **Package** `packages/<p>/` (named as its directory, as for jobs): `packaging` (required),
+//!   then every path matched by the spec's `files` globs, each glob resolved against `src/` and
+//!   then `blobs/` (a path found in `src/` wins over the same path in `blobs/`; a glob that
+//!   matches nothing in either is an error), less the paths matched by `excluded_files` in
+//!   either directory. Globs are bosh's doublestar globs: `*`, `?`, `[…]` and `{a,b}` stay within
+//!   one path segment, `**` spans any number of segments, and a leading dot is not special.
+//!   Directories are never files of a package; symlinks are kept as symlinks. The package's
+//!   `spec` itself is *not* a file of the package: its `dependencies` enter as an additional
+//!   chunk (below), its `files` through the files they select. `pre_packaging` (deprecated by
+//!   bosh, which runs it with bash at build time) is refused.
+//! - **License**: every `LICENSE*` and `NOTICE*` file at the top of the release directory,
+//!   symlinks kept. None means the release has no license.
 //!
 //! # How they combine
 //! Each file contributes one chunk, `name + digest + mode`:
@@ -44,8 +44,9 @@
 //! a package changes its own fingerprint and no other (the compiled-package cache key adds the
 //! dependencies' fingerprints, DESIGN §3.4).
 //!
-//! Unlike the rest of [`crate::release`], this module reads the filesystem: a fingerprint is a
-//! function of files on disk, and selecting them is half of the algorithm.
+//! Unlike the document parsing of [`crate::release::manifest`], this module reads the
+//! filesystem: a fingerprint is a function of files on disk, and selecting them is half of the
+//! algorithm.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -334,7 +335,7 @@ pub fn read_license(release_dir: &Path) -> Result<Option<SourceArtifact>, Source
         if fs::metadata(&path).map(|m| m.is_dir()).unwrap_or(false) {
             continue;
         }
-        let mut file = ArtifactFile::read(&path, &name, true)?;
+        let mut file = ArtifactFile::read(&path, &name, false)?;
         file.use_basename = true;
         file.exclude_mode = true;
         files.push(file);
