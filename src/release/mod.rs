@@ -1,8 +1,10 @@
 //! Releases and stemcells in BOSH's formats: the documents inside them ([`manifest`]), reading
 //! and verifying tarballs, and building releases from a source directory.
 //!
-//! Parsing is pure (text in, values out); reading archives works on any `Read` handed in, so the
-//! caller decides where bytes come from (a file, an HTTP body) and where verified blobs go.
+//! Parsing ([`manifest`]) is pure: text in, values out. Reading archives works on any `Read`
+//! handed in, so the caller decides where bytes come from (a file, an HTTP body) and where
+//! verified blobs go. Building (`create`, `fingerprint`, `stemcell_create`) reads a release
+//! source directory and writes its build records and tarballs there, as bosh-cli does.
 
 pub mod create;
 pub mod fingerprint;
