@@ -6,6 +6,7 @@
 //! verified blobs go. Building (`create`, `fingerprint`, `stemcell_create`) reads a release
 //! source directory and writes its build records and tarballs there, as bosh-cli does.
 
+pub mod archive;
 pub mod create;
 pub mod fingerprint;
 pub mod manifest;
