@@ -10,4 +10,6 @@ pub mod archive;
 pub mod create;
 pub mod fingerprint;
 pub mod manifest;
+pub mod stemcell;
 pub mod stemcell_create;
+pub mod tarball;
