@@ -220,10 +220,10 @@ pub fn visit<E: From<ArchiveError>>(
     }
     if stream.eof.get() {
         let message = match &last {
-            Some(_) => "the stream ends without the end-of-archive marker".to_string(),
+            Some(last) => format!("the stream ends after entry `{last}` without the end-of-archive marker"),
             None => "the stream is empty".to_string(),
         };
-        return Err(ArchiveError::Corrupt { source_name: source_name.to_string(), entry: last, message }.into());
+        return Err(ArchiveError::Corrupt { source_name: source_name.to_string(), entry: None, message }.into());
     }
     // Read to the very end: the gzip trailer (CRC, length) is checked only there.
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|e| {
@@ -455,7 +455,14 @@ fn header_error(source_name: &str, last: Option<&str>, stream: &StreamState, e: 
     let message = match stream.error.borrow().as_ref() {
         Some(stream_error) => stream_error.clone(),
         None if stream.eof.get() => format!("{e} (the stream ends inside a header or entry)"),
-        None => format!("not a valid tar header: {e}"),
+        None => {
+            // tar's own message can quote a whole garbage field; the start says enough.
+            let detail: String = e.to_string().chars().take(80).collect();
+            match last {
+                None => format!("not a tar archive (gzip-compressed or plain): {detail}"),
+                Some(_) => format!("not a valid tar header: {detail}"),
+            }
+        }
     };
     let message = match last {
         Some(last) => format!("{message} (after entry `{last}`)"),
