@@ -145,3 +145,18 @@ fn corrupt(source_name: &str, entry: &str, e: &io::Error) -> StemcellError {
         message: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn light_is_a_format_or_old_amis() {
+        let parse = |text: &str| manifest::parse::<StemcellManifest>(text, "stemcell.MF").unwrap();
+        let base = "name: s\nversion: 1\noperating_system: ubuntu-jammy\n";
+        assert!(is_light(&parse(&format!("{base}stemcell_formats: [aws-light]\n"))));
+        assert!(!is_light(&parse(&format!("{base}stemcell_formats: [openstack-qcow2, openstack-raw]\n"))));
+        assert!(is_light(&parse(&format!("{base}cloud_properties: {{ami: {{us-east-1: ami-1}}}}\n"))));
+        assert!(!is_light(&parse(base)));
+    }
+}

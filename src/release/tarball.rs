@@ -591,3 +591,38 @@ fn corrupt(source_name: &str, entry: &str, e: &io::Error) -> TarballError {
         message: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_are_sha1_or_sha256() {
+        let sha1 = "0123456789ABCDEF0123456789abcdef01234567";
+        assert_eq!(Digest::parse(sha1), Some(Digest::Sha1(sha1.to_ascii_lowercase())));
+        let sha256 = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(Digest::parse(&sha256).unwrap().to_string(), sha256);
+        for bad in ["", "abc", "sha256:abc", "sha512:00", &"g".repeat(40), &format!("sha1:{}", "0".repeat(40))] {
+            assert_eq!(Digest::parse(bad), None, "{bad}");
+        }
+        let hashes = Hashes { sha1: "0".repeat(40), sha256: "ab".repeat(32), size: 0 };
+        assert!(Digest::parse(&sha256).unwrap().matches(&hashes));
+        assert!(!Digest::parse(sha1).unwrap().matches(&hashes));
+        assert_eq!(Digest::parse(sha1).unwrap().of(&hashes).to_string(), "0".repeat(40));
+    }
+
+    #[test]
+    fn entries_are_sorted_into_roles() {
+        assert!(matches!(role("release.MF"), Role::Manifest));
+        assert!(matches!(role("jobs/web.tgz"), Role::Artifact(ArtifactKind::Job, n) if n == "web"));
+        assert!(
+            matches!(role("compiled_packages/a.b.tgz"), Role::Artifact(ArtifactKind::CompiledPackage, n) if n == "a.b")
+        );
+        assert!(matches!(role("license.tgz"), Role::Artifact(ArtifactKind::License, _)));
+        assert!(matches!(role("packages/a/b.tgz"), Role::Unexpected));
+        assert!(matches!(role("packages/.tgz"), Role::Unexpected));
+        assert!(matches!(role("jobs/readme.txt"), Role::Unexpected));
+        assert!(matches!(role("jobs"), Role::Ignored));
+        assert!(matches!(role("LICENSE"), Role::Ignored));
+    }
+}
