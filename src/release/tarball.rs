@@ -129,7 +129,8 @@ impl fmt::Display for Digest {
 }
 
 /// Called once per inner artifact with a reader over its bytes; must consume it and return
-/// the hashes of what it read (the caller stores it in the blobstore while hashing).
+/// the hashes of what it read (the caller stores it in the blobstore while hashing). The name
+/// is the artifact's (`nginx`; `license` for the license), the bytes are its `.tgz`.
 pub type Sink<'a> = dyn FnMut(ArtifactKind, &str, &mut dyn Read) -> io::Result<Hashes> + 'a;
 
 /// A release tarball that was read whole and verified. Artifacts are in `release.MF` order.
@@ -283,7 +284,7 @@ pub fn read_release(reader: impl Read, source_name: &str, sink: &mut Sink<'_>) -
                 if seen.contains_key(&key) {
                     return Err(invalid(Problem::Duplicate { entry: info.path.clone() }));
                 }
-                let (stored, contents) = if kind == ArtifactKind::Job {
+                let ((stored, read), contents) = if kind == ArtifactKind::Job {
                     let bytes = read_limited(data, JOB_LIMIT)
                         .map_err(|e| corrupt(source_name, &info.path, &e))?
                         .ok_or_else(|| invalid(Problem::TooLarge { entry: info.path.clone(), limit: JOB_LIMIT }))?;
@@ -296,7 +297,6 @@ pub fn read_release(reader: impl Read, source_name: &str, sink: &mut Sink<'_>) -
                     let inner_source = format!("{source_name}: {}", info.path);
                     stream_checked(kind, &key.1, inner_source, data, sink)
                 };
-                let (stored, read) = stored;
                 let hashes = stored.map_err(|source| TarballError::Sink {
                     source_name: source_name.to_string(),
                     artifact: info.path.clone(),
