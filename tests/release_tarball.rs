@@ -462,6 +462,44 @@ fn failing_sink_is_reported_with_the_artifact() {
     assert_eq!(err.to_string(), "r.tgz: storing packages/pcre.tgz: disk full");
 }
 
+#[test]
+fn tarball_written_by_create_release_reads_back() {
+    fn copy(from: &Path, to: &Path) {
+        fs::create_dir_all(to).unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if [".dev_builds", "dev_releases", ".final_builds"].contains(&name.as_str()) || name.ends_with(".tgz") {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                copy(&entry.path(), &to.join(&name));
+            } else {
+                fs::copy(entry.path(), to.join(&name)).unwrap();
+            }
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("hello");
+    copy(&Path::new(env!("CARGO_MANIFEST_DIR")).join("releases/hello"), &source);
+    let out = tmp.path().join("hello.tgz");
+    let options = rosh::release::create::Options { tarball: Some(out.clone()), force: true, ..Default::default() };
+    let created = rosh::release::create::create_release(&source, &options).unwrap();
+
+    let store = tmp.path().join("store");
+    fs::create_dir(&store).unwrap();
+    let read = read(fs::File::open(&out).unwrap(), &store).0.unwrap();
+    assert_eq!(read.manifest, created.manifest);
+    assert_eq!(read.jobs.len(), created.manifest.jobs.len());
+    assert_eq!(read.packages.len(), created.manifest.packages.len());
+    assert_eq!(read.license.is_some(), created.manifest.license.is_some());
+    for job in &read.jobs {
+        assert_eq!(job.spec.name, job.entry.name);
+        assert!(job.monit.is_some(), "{}", job.entry.name);
+        assert_eq!(job.templates.len(), job.spec.templates.len());
+    }
+}
+
 // --- stemcells -------------------------------------------------------------------------------
 
 fn stemcell(manifest: &str, image: Option<&[u8]>) -> Vec<u8> {
