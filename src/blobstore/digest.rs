@@ -62,7 +62,11 @@ impl ExpectedDigest {
             return Err(err("not hexadecimal"));
         }
         if hex.len() != want_len {
-            return Err(err(if want_len == 40 { "a SHA-1 has 40 hex characters" } else { "a SHA-256 has 64 hex characters" }));
+            return Err(err(if want_len == 40 {
+                "a SHA-1 has 40 hex characters"
+            } else {
+                "a SHA-256 has 64 hex characters"
+            }));
         }
         Ok(build(hex.to_ascii_lowercase()))
     }
@@ -250,7 +254,7 @@ mod tests {
             "abc",
             "sha256:00ff",
             &format!("sha512:{ABC_SHA256}{ABC_SHA256}"),
-            &format!("{ABC_SHA256}"),
+            ABC_SHA256,
             &format!("sha256:{ABC_SHA1}"),
             "zz993e364706816aba3e25717850c26c9cd0d89d",
             &format!("{ABC_SHA1};sha256:{ABC_SHA256}"),
