@@ -151,6 +151,25 @@ fn the_same_content_twice_is_stored_once() {
 }
 
 #[test]
+fn concurrent_puts_through_a_shared_trait_object_keep_one_copy() {
+    let (_dir, store) = store();
+    let root = store.root().to_path_buf();
+    let shared: std::sync::Arc<dyn Blobstore> = std::sync::Arc::new(store);
+    let data = std::sync::Arc::new(content());
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (shared, data) = (shared.clone(), data.clone());
+            std::thread::spawn(move || shared.put(&mut &data[..]).unwrap())
+        })
+        .collect();
+    let blobs: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(blobs.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(files_under(&root.join("sha256")).len(), 1);
+    assert!(files_under(&root.join("tmp")).is_empty());
+    assert!(shared.verify(&blobs[0].sha256).unwrap());
+}
+
+#[test]
 fn a_truncated_copy_is_replaced_by_the_next_put() {
     let (_dir, store) = store();
     let blob = store.put(&mut &b"complete content"[..]).unwrap();

@@ -127,7 +127,7 @@ impl State {
             let holder = read_holder(tx, name)?.map(|(holder, _)| holder);
             if let Some(holder) = &holder {
                 tx.execute("DELETE FROM locks WHERE name = ?1", [name])?;
-                events::insert(tx, None, &Event::new("break", "lock", name).error(format!("was held by {holder}")))?;
+                events::insert(tx, None, &Event::new("break", "lock", name).context(format!("was held by {holder}")))?;
             }
             Ok(holder)
         })
@@ -144,8 +144,8 @@ impl State {
                 return Ok(Err(holder));
             }
             tx.execute("DELETE FROM locks WHERE name = ?1", [name])?;
-            let note = format!("took over from {holder}, which is no longer running");
-            events::insert(&tx, None, &Event::new("take over", "lock", name).error(note))?;
+            let note = format!("{} took it over from {holder}, which is no longer running", me.command);
+            events::insert(&tx, None, &Event::new("take over", "lock", name).context(note))?;
         }
         let token = new_token();
         let acquired_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
@@ -258,4 +258,37 @@ fn process_start(pid: u32) -> Option<String> {
 
 fn is_zombie(pid: u32) -> bool {
     proc_stat_fields(pid).and_then(|f| f.first().cloned()).is_some_and(|state| state == "Z" || state == "X")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_reaped_child_is_not() {
+        let me = current_process();
+        assert!(process_alive(me.pid, me.start.as_deref()));
+        assert!(!process_alive(me.pid, Some("not-our-start-time")), "a recycled pid must not count as the holder");
+
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait for true");
+        assert!(!process_alive(pid, None));
+        assert!(!process_alive(0, None));
+        assert!(!process_alive(u32::MAX, None));
+    }
+
+    #[test]
+    fn the_holder_reads_as_an_operator_would_say_it() {
+        let holder = LockHolder {
+            pid: 4242,
+            hostname: "jumpbox".into(),
+            command: "rosh upload-release nats.tgz".into(),
+            since: "2026-05-01T10:00:00Z".into(),
+        };
+        assert_eq!(holder.to_string(), "pid 4242 (rosh upload-release nats.tgz) on jumpbox since 2026-05-01T10:00:00Z");
+        let me = current_process();
+        assert!(!me.hostname.is_empty());
+        assert!(!me.command.contains('/'), "program name without its directory: {}", me.command);
+    }
 }

@@ -194,3 +194,30 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_from_one_without_gaps() {
+        for (i, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version as usize, i + 1, "{}", migration.description);
+        }
+    }
+
+    #[test]
+    fn a_half_applied_migration_rolls_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut conn = Connection::open(&path).unwrap();
+        // A table the first migration creates, made in advance: migration 1 fails part way.
+        conn.execute_batch("CREATE TABLE locks (x)").unwrap();
+        assert!(migrate(&mut conn, &path).is_err());
+        assert_eq!(user_version(&conn).unwrap(), 0);
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name != 'locks'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 0, "nothing of the failed migration stays");
+    }
+}
