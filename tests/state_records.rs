@@ -87,6 +87,12 @@ fn count(db: &Path, table: &str) -> i64 {
 }
 
 #[test]
+fn state_can_be_shared_between_threads() {
+    fn send_sync<T: Send + Sync + Clone>() {}
+    send_sync::<State>();
+}
+
+#[test]
 fn a_new_state_is_migrated_to_the_latest_schema_and_reopening_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("nested/state");

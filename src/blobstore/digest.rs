@@ -32,41 +32,37 @@ pub enum ExpectedDigest {
 
 /// A digest string that is neither 40-hex SHA-1 nor `sha256:<64 hex>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid digest `{text}`: {reason} (expected 40 hex characters for SHA-1 or `sha256:` and 64 hex characters)")]
+#[error("invalid digest `{text}`: {reason}; expected 40 hex characters (SHA-1) or `sha256:` and 64 hex characters")]
 pub struct DigestParseError {
     pub text: String,
-    pub reason: &'static str,
+    pub reason: String,
 }
 
 impl ExpectedDigest {
     /// Parses BOSH's digest syntax: `<40 hex>`, `sha1:<40 hex>` or `sha256:<64 hex>`.
     pub fn parse(text: &str) -> Result<ExpectedDigest, DigestParseError> {
-        let err = |reason| DigestParseError { text: text.to_string(), reason };
+        let err = |reason: String| DigestParseError { text: text.to_string(), reason };
         let trimmed = text.trim();
         if trimmed.contains(';') {
-            return Err(err("multiple digests are not supported"));
+            return Err(err("several digests in one are not supported".into()));
         }
         let (algorithm, hex) = match trimmed.split_once(':') {
             Some((algorithm, hex)) => (algorithm.to_ascii_lowercase(), hex),
             None => ("sha1".to_string(), trimmed),
         };
-        let (want_len, build): (usize, fn(String) -> ExpectedDigest) = match algorithm.as_str() {
-            "sha1" => (40, ExpectedDigest::Sha1),
-            "sha256" => (64, ExpectedDigest::Sha256),
-            _ => return Err(err("unsupported algorithm")),
+        let (name, want_len, build): (&str, usize, fn(String) -> ExpectedDigest) = match algorithm.as_str() {
+            "sha1" => ("SHA-1", 40, ExpectedDigest::Sha1),
+            "sha256" => ("SHA-256", 64, ExpectedDigest::Sha256),
+            _ => return Err(err(format!("unsupported algorithm `{algorithm}`"))),
         };
         if hex.is_empty() {
-            return Err(err("empty digest"));
+            return Err(err("empty".into()));
         }
         if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(err("not hexadecimal"));
+            return Err(err("not hexadecimal".into()));
         }
         if hex.len() != want_len {
-            return Err(err(if want_len == 40 {
-                "a SHA-1 has 40 hex characters"
-            } else {
-                "a SHA-256 has 64 hex characters"
-            }));
+            return Err(err(format!("{} hex characters, but a {name} has {want_len}", hex.len())));
         }
         Ok(build(hex.to_ascii_lowercase()))
     }
@@ -262,6 +258,11 @@ mod tests {
             let err = ExpectedDigest::parse(text).unwrap_err();
             assert!(err.to_string().contains(&format!("`{text}`")), "{err}");
         }
+        assert_eq!(
+            ExpectedDigest::parse("sha256:00ff").unwrap_err().to_string(),
+            "invalid digest `sha256:00ff`: 4 hex characters, but a SHA-256 has 64; \
+             expected 40 hex characters (SHA-1) or `sha256:` and 64 hex characters"
+        );
     }
 
     #[test]
