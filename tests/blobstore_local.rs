@@ -136,6 +136,36 @@ fn a_flipped_byte_fails_open_at_eof_and_verify() {
 }
 
 #[test]
+fn staged_blobs_are_invisible_until_committed_and_vanish_when_dropped() {
+    let (_dir, store) = store();
+    let kept = store.stage(&mut &b"jobs/nats.tgz"[..]).unwrap();
+    let dropped = store.stage(&mut &b"packages/gnatsd.tgz"[..]).unwrap();
+    let kept_name = kept.blob().sha256.clone();
+    assert_eq!(kept_name, sha256_hex(b"jobs/nats.tgz"));
+    assert!(!store.contains(&kept_name).unwrap());
+    assert!(store.list().unwrap().is_empty());
+    assert_eq!(files_under(&store.root().join("tmp")).len(), 2);
+
+    drop(dropped);
+    assert_eq!(kept.commit().unwrap().sha256, kept_name);
+
+    assert_eq!(store.list().unwrap(), vec![kept_name.clone()]);
+    assert!(files_under(&store.root().join("tmp")).is_empty());
+    assert_eq!(read_all(&store, &kept_name).unwrap(), b"jobs/nats.tgz");
+}
+
+#[test]
+fn a_refused_upload_that_drops_its_staged_blobs_never_removes_what_another_stored() {
+    let (_dir, store) = store();
+    // Upload A stages a shared package; upload B stores the same bytes and succeeds; A is refused.
+    let staged_by_a = store.stage(&mut &b"golang-1.22.tgz"[..]).unwrap();
+    let stored_by_b = store.put(&mut &b"golang-1.22.tgz"[..]).unwrap();
+    drop(staged_by_a);
+    assert!(store.verify(&stored_by_b.sha256).unwrap());
+    assert!(files_under(&store.root().join("tmp")).is_empty());
+}
+
+#[test]
 fn the_same_content_twice_is_stored_once() {
     let (_dir, store) = store();
     let a = store.put(&mut &b"same"[..]).unwrap();

@@ -1,9 +1,9 @@
 //! The local-directory blobstore, rosh's default (`<state dir>/blobs`).
 //!
 //! Layout: `sha256/ab/cdef…` holds the blob whose SHA-256 is `abcdef…` (the first two hex
-//! characters as a directory keep directories small); `tmp/` holds writes in progress. A put
-//! streams into `tmp/` (same filesystem, so the rename is atomic), hashing as it writes, then
-//! fsyncs the file, renames it into `sha256/` and fsyncs the directory. A crash therefore leaves at
+//! characters as a directory keep directories small); `tmp/` holds writes in progress and staged
+//! blobs. Staging streams into `tmp/` (same filesystem, so the rename is atomic), hashing as it
+//! writes; committing fsyncs the file, renames it into `sha256/` and fsyncs the directory. A crash therefore leaves at
 //! worst a file in `tmp/`, never a partial blob under `sha256/`; leftovers in `tmp/` older than a
 //! day are swept when the store is opened (a put in progress keeps touching its file).
 //! Files are created 0600 and directories 0700: blobs can hold credentials baked into packages.
@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use super::digest::{Hasher, Hashes, hex, is_sha256_hex};
-use super::{BlobRef, Blobstore, BlobstoreError, ExpectedDigest, Result, corrupt_blob_error};
+use super::{BlobRef, Blobstore, BlobstoreError, Result, StagedBlob, corrupt_blob_error};
 
 /// Read and write in 1 MiB chunks: large enough that syscalls vanish next to hashing.
 const CHUNK: usize = 1 << 20;
@@ -88,47 +88,59 @@ impl LocalBlobstore {
         }
     }
 
-    fn store(&self, reader: &mut dyn Read, expected: Option<&ExpectedDigest>) -> Result<BlobRef> {
-        let mut tmp = TempFile::create(&self.tmp_dir())?;
-        let hashes = copy_hashing(reader, &mut tmp.file).map_err(|e| match e {
+    fn stage_local(&self, reader: &mut dyn Read) -> Result<LocalStaged> {
+        let (tmp, mut file) = TempFile::create(&self.tmp_dir())?;
+        let hashes = copy_hashing(reader, &mut file).map_err(|e| match e {
             CopyError::Read(e) => BlobstoreError::Source(e),
             CopyError::Write(e) => io_err("writing", &tmp.path, e),
         })?;
-        if let Some(expected) = expected
-            && !expected.matches(&hashes)
-        {
-            return Err(BlobstoreError::DigestMismatch {
-                expected: expected.clone(),
-                actual: expected.actual(&hashes),
-                size: hashes.size,
-            });
-        }
+        // Closed now (a release stages hundreds of blobs); commit reopens it to fsync.
+        drop(file);
+        Ok(LocalStaged { store: self.clone(), tmp, blob: hashes.into() })
+    }
 
-        let final_path = self.path_of(&hashes.sha256)?;
-        if fs::metadata(&final_path).is_ok_and(|m| m.is_file() && m.len() == hashes.size) {
-            // Already stored: keep the one copy; the temp file goes with `tmp`'s drop.
-            return Ok(hashes.into());
+    fn commit(&self, mut staged: LocalStaged) -> Result<BlobRef> {
+        let blob = staged.blob.clone();
+        let final_path = self.path_of(&blob.sha256)?;
+        if fs::metadata(&final_path).is_ok_and(|m| m.is_file() && m.len() == blob.size) {
+            // Already stored: keep the one copy; the temp file goes with `staged`'s drop.
+            return Ok(blob);
         }
-        tmp.file.sync_all().map_err(|e| io_err("syncing", &tmp.path, e))?;
+        let tmp_path = staged.tmp.path.clone();
+        File::open(&tmp_path).and_then(|f| f.sync_all()).map_err(|e| io_err("syncing", &tmp_path, e))?;
         let parent = final_path.parent().expect("blob paths have a parent");
         if !parent.is_dir() {
             create_dir(parent)?;
             sync_dir(&self.blobs_dir())?;
         }
-        fs::rename(&tmp.path, &final_path).map_err(|e| io_err("renaming into place", &final_path, e))?;
-        tmp.persisted = true;
+        fs::rename(&tmp_path, &final_path).map_err(|e| io_err("renaming into place", &final_path, e))?;
+        staged.tmp.persisted = true;
         sync_dir(parent)?;
-        Ok(hashes.into())
+        Ok(blob)
+    }
+}
+
+/// A blob written to `tmp/`, hashed, not yet in `sha256/`.
+struct LocalStaged {
+    store: LocalBlobstore,
+    tmp: TempFile,
+    blob: BlobRef,
+}
+
+impl StagedBlob for LocalStaged {
+    fn blob(&self) -> &BlobRef {
+        &self.blob
+    }
+
+    fn commit(self: Box<Self>) -> Result<BlobRef> {
+        let store = self.store.clone();
+        store.commit(*self)
     }
 }
 
 impl Blobstore for LocalBlobstore {
-    fn put(&self, reader: &mut dyn Read) -> Result<BlobRef> {
-        self.store(reader, None)
-    }
-
-    fn put_expecting(&self, reader: &mut dyn Read, expected: &ExpectedDigest) -> Result<BlobRef> {
-        self.store(reader, Some(expected))
+    fn stage(&self, reader: &mut dyn Read) -> Result<Box<dyn StagedBlob>> {
+        Ok(Box::new(self.stage_local(reader)?))
     }
 
     fn open(&self, sha256: &str) -> Result<Box<dyn Read + Send>> {
@@ -298,20 +310,19 @@ impl Read for VerifyingReader {
 
 /// A file in `tmp/`, removed on drop unless it was renamed into place.
 struct TempFile {
-    file: File,
     path: PathBuf,
     persisted: bool,
 }
 
 impl TempFile {
-    fn create(dir: &Path) -> Result<TempFile> {
+    fn create(dir: &Path) -> Result<(TempFile, File)> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         loop {
             let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
             let name = format!("put-{}-{}-{nanos:08x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
             let path = dir.join(name);
             match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-                Ok(file) => return Ok(TempFile { file, path, persisted: false }),
+                Ok(file) => return Ok((TempFile { path, persisted: false }, file)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(io_err("creating", &path, e)),
             }

@@ -9,6 +9,9 @@
 //! Decisions worth knowing:
 //! - A blob is named by SHA-256 only; SHA-1 is computed alongside because BOSH release manifests
 //!   still carry SHA-1 digests, so a caller can check either without reading the stream twice.
+//! - Writes can be staged ([`Blobstore::stage`]) and committed or dropped later, so an upload
+//!   that is refused after some of its artifacts were stored leaves the store as it was — and never
+//!   deletes a blob another upload put there meanwhile, as "put, then delete on failure" would.
 //! - `put` of content already present keeps the existing file (one copy) when its size matches.
 //!   It does not re-read the old copy: use [`Blobstore::verify`], then `delete` and `put`, to repair
 //!   a corrupt blob (what `--fix` does).
@@ -40,6 +43,12 @@ impl From<Hashes> for BlobRef {
     }
 }
 
+impl From<BlobRef> for Hashes {
+    fn from(b: BlobRef) -> Hashes {
+        Hashes { sha1: b.sha1, sha256: b.sha256, size: b.size }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BlobstoreError {
     #[error("blobstore: {action} {}: {source}", path.display())]
@@ -61,13 +70,32 @@ pub type Result<T, E = BlobstoreError> = std::result::Result<T, E>;
 
 /// A content-addressed store of blobs named by their SHA-256.
 pub trait Blobstore: Send + Sync {
+    /// Streams `reader` into provisional storage, hashing it on the way. The blob is not in the
+    /// store (not listed, not `contains`) until [`StagedBlob::commit`]; dropping the staged blob
+    /// discards it. This is how an upload stores a release's artifacts before it has judged the
+    /// release: commit all if it is accepted, drop all if not, and the store is as it was.
+    fn stage(&self, reader: &mut dyn Read) -> Result<Box<dyn StagedBlob>>;
+
     /// Streams `reader` into the store and returns its name and digests. Atomic: on error nothing
     /// is left behind and an existing blob is untouched.
-    fn put(&self, reader: &mut dyn Read) -> Result<BlobRef>;
+    fn put(&self, reader: &mut dyn Read) -> Result<BlobRef> {
+        self.stage(reader)?.commit()
+    }
 
     /// Like [`Blobstore::put`], but refuses — storing nothing — when the stream's digest is not
     /// `expected`.
-    fn put_expecting(&self, reader: &mut dyn Read, expected: &ExpectedDigest) -> Result<BlobRef>;
+    fn put_expecting(&self, reader: &mut dyn Read, expected: &ExpectedDigest) -> Result<BlobRef> {
+        let staged = self.stage(reader)?;
+        let hashes = Hashes::from(staged.blob().clone());
+        if !expected.matches(&hashes) {
+            return Err(BlobstoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual: expected.actual(&hashes),
+                size: hashes.size,
+            });
+        }
+        staged.commit()
+    }
 
     /// A reader over the blob. At EOF it checks the content against the name and fails with
     /// `io::ErrorKind::InvalidData`, naming the blob, if they differ.
@@ -85,6 +113,16 @@ pub trait Blobstore: Send + Sync {
 
     /// Every blob name, sorted.
     fn list(&self) -> Result<Vec<String>>;
+}
+
+/// A blob written and hashed by [`Blobstore::stage`] but not yet in the store. Dropping it
+/// discards it.
+pub trait StagedBlob: Send {
+    /// What the blob will be stored as.
+    fn blob(&self) -> &BlobRef;
+
+    /// Makes the blob part of the store (durably). Content already stored keeps its one copy.
+    fn commit(self: Box<Self>) -> Result<BlobRef>;
 }
 
 /// The read error [`Blobstore::open`]'s reader returns when the content does not match its name.
