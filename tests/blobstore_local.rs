@@ -146,8 +146,10 @@ fn staged_blobs_are_invisible_until_committed_and_vanish_when_dropped() {
     assert!(store.list().unwrap().is_empty());
     assert_eq!(files_under(&store.root().join("tmp")).len(), 2);
 
+    assert_eq!(store.temp_files().unwrap().len(), 2);
     drop(dropped);
     assert_eq!(kept.commit().unwrap().sha256, kept_name);
+    assert!(store.temp_files().unwrap().is_empty());
 
     assert_eq!(store.list().unwrap(), vec![kept_name.clone()]);
     assert!(files_under(&store.root().join("tmp")).is_empty());

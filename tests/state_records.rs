@@ -404,15 +404,29 @@ fn events_recorded_by_callers_keep_their_fields_and_leave_the_serial_alone() {
 fn a_failed_fact_leaves_no_trace() {
     let (dir, state) = open();
     state.record_release(&nats("1")).unwrap();
+    state.record_stemcell(&stemcell("1.406")).unwrap();
+    state.set_deployment_usage("cf", &[("nats".into(), "1".into())], &[]).unwrap();
+    let before = state.snapshot().unwrap();
     // The same package listed twice violates the join table's key halfway through the transaction.
     let mut broken = routing();
     broken.packages.push(broken.packages[0].clone());
     assert!(state.record_release(&broken).is_err());
 
+    assert!(state.delete_release("nats", None).is_err());
+    assert!(state.record_stemcell(&stemcell("1.406")).is_ok());
+
+    assert_eq!(state.snapshot().unwrap(), before);
     let db = dir.path().join("state/state.db");
-    assert_eq!(state.serial().unwrap(), 1);
-    assert_eq!(state.events(10).unwrap().len(), 1);
+    assert_eq!(state.serial().unwrap(), 3);
+    assert_eq!(state.events(10).unwrap().len(), 3);
     assert_eq!(count(&db, "releases"), 1);
     assert_eq!(count(&db, "packages"), 2);
     assert_eq!(state.release("routing", "2").unwrap(), None);
+
+    // And the snapshot does see a change, even one no record shows.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("INSERT INTO packages (name, fingerprint, version, sha1, dependencies_json) VALUES ('x', 'x', 'x', 'x', '[]')", [])
+        .unwrap();
+    assert_ne!(state.snapshot().unwrap(), before);
 }

@@ -63,6 +63,18 @@ impl LocalBlobstore {
         Ok(self.blobs_dir().join(&sha256[..2]).join(&sha256[2..]))
     }
 
+    /// Files in `tmp/`: staged blobs and writes in progress, or leftovers of a crash. Empty when
+    /// nothing is in flight — what a test checks after a refused upload.
+    pub fn temp_files(&self) -> Result<Vec<PathBuf>> {
+        let dir = self.tmp_dir();
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| io_err("listing", &dir, e))? {
+            files.push(entry.map_err(|e| io_err("listing", &dir, e))?.path());
+        }
+        files.sort();
+        Ok(files)
+    }
+
     fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }

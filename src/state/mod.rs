@@ -236,3 +236,57 @@ fn to_json(items: &[String]) -> String {
 fn from_json(what: impl FnOnce() -> String, text: &str) -> Result<Vec<String>> {
     serde_json::from_str(text).map_err(|source| StateError::Corrupt { what: what(), source })
 }
+
+/// Everything the state holds except its logs (events) and locks, for before/after comparisons:
+/// a refused upload must leave `snapshot()` equal to what it was.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Snapshot {
+    pub schema_version: u32,
+    pub serial: u64,
+    pub releases: Vec<ReleaseRecord>,
+    pub stemcells: Vec<StemcellRecord>,
+    pub deployments: Vec<DeploymentUsage>,
+    pub referenced_blobs: Vec<String>,
+    /// Rows per table (events, locks and the migration history left out), so a stray row that
+    /// no record shows — a package no release lists — still makes two snapshots differ.
+    pub row_counts: std::collections::BTreeMap<String, i64>,
+}
+
+impl State {
+    /// See [`Snapshot`]. Several reads, not one transaction: take it while no other process
+    /// writes (in a test, or holding the lock the writer would need).
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let releases = self.releases()?;
+        let stemcells = self.stemcells()?;
+        let mut snapshot = Snapshot {
+            schema_version: self.schema_version()?,
+            serial: self.serial()?,
+            releases: Vec::new(),
+            stemcells: Vec::new(),
+            deployments: self.deployments()?,
+            referenced_blobs: self.referenced_blobs()?,
+            row_counts: Default::default(),
+        };
+        for r in releases {
+            snapshot.releases.extend(self.release(&r.name, &r.version)?);
+        }
+        for s in stemcells {
+            snapshot.stemcells.extend(self.stemcell(&s.name, &s.version)?);
+        }
+        self.read(|tx| {
+            let tables: Vec<String> = tx
+                .prepare(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+                     AND name NOT IN ('events', 'locks', 'schema_migrations') ORDER BY name",
+                )?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for table in tables {
+                let n = tx.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| r.get(0))?;
+                snapshot.row_counts.insert(table, n);
+            }
+            Ok(())
+        })?;
+        Ok(snapshot)
+    }
+}
