@@ -88,6 +88,7 @@ fn release() -> ReleaseRecord {
 
 fn stemcell() -> StemcellRecord {
     StemcellRecord {
+        image_sha256: None,
         name: "bosh-warden-boshlite-ubuntu-jammy-go_agent".into(),
         version: "1.406".into(),
         operating_system: "ubuntu-jammy".into(),

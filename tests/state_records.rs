@@ -64,6 +64,7 @@ fn routing() -> ReleaseRecord {
 
 fn stemcell(version: &str) -> StemcellRecord {
     StemcellRecord {
+        image_sha256: None,
         name: "bosh-warden-boshlite-ubuntu-jammy-go_agent".into(),
         version: version.into(),
         operating_system: "ubuntu-jammy".into(),

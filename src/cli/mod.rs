@@ -9,10 +9,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod artifacts;
 pub mod create_release;
 pub mod create_stemcell;
 pub mod interpolate;
 pub mod migrate;
+pub mod upload;
 pub mod validate;
 
 #[derive(Debug, Parser)]
@@ -37,6 +39,21 @@ pub enum Command {
     CreateRelease(create_release::CreateReleaseArgs),
     /// Build the local CPI's stemcell for this host (`--local`).
     CreateStemcell(create_stemcell::CreateStemcellArgs),
+    /// Upload a release tarball, release directory or URL into the director, verified.
+    #[command(disable_version_flag = true)]
+    UploadRelease(upload::UploadReleaseArgs),
+    /// Upload a stemcell tarball or URL into the director, verified.
+    UploadStemcell(upload::UploadStemcellArgs),
+    /// List uploaded releases.
+    Releases(artifacts::ListArgs),
+    /// List uploaded stemcells.
+    Stemcells(artifacts::ListArgs),
+    /// Show the jobs and packages of an uploaded release.
+    InspectRelease(artifacts::InspectReleaseArgs),
+    /// Delete a release version (NAME/VERSION) or every version (NAME).
+    DeleteRelease(artifacts::DeleteReleaseArgs),
+    /// Delete a stemcell (NAME/VERSION).
+    DeleteStemcell(artifacts::DeleteStemcellArgs),
 }
 
 /// Runs the CLI with the process arguments and returns the exit code.
@@ -48,6 +65,13 @@ pub fn main() -> ExitCode {
         Command::MigrateManifest(args) => migrate::run(args),
         Command::CreateRelease(args) => create_release::run(args),
         Command::CreateStemcell(args) => create_stemcell::run(args),
+        Command::UploadRelease(args) => upload::run_release(args),
+        Command::UploadStemcell(args) => upload::run_stemcell(args),
+        Command::Releases(args) => artifacts::releases(args),
+        Command::Stemcells(args) => artifacts::stemcells(args),
+        Command::InspectRelease(args) => artifacts::inspect_release(args),
+        Command::DeleteRelease(args) => artifacts::delete_release(args),
+        Command::DeleteStemcell(args) => artifacts::delete_stemcell(args),
     };
     match result {
         Ok(code) => code,
@@ -55,5 +79,17 @@ pub fn main() -> ExitCode {
             eprintln!("Error: {err:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_definition_is_consistent() {
+        // clap checks flag clashes (like a command's --version against the global one) only when
+        // that command is parsed; this checks all of them.
+        super::Cli::command().debug_assert();
     }
 }

@@ -21,10 +21,11 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "releases, jobs, packages, stemcells, deployment usage, events, locks",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "releases, jobs, packages, stemcells, deployment usage, events, locks",
+        sql: r#"
 CREATE TABLE schema_migrations (
     version      INTEGER PRIMARY KEY,
     description  TEXT NOT NULL,
@@ -157,7 +158,15 @@ CREATE TABLE locks (
     acquired_at   INTEGER NOT NULL
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "stemcell image blobs",
+        sql: r#"
+ALTER TABLE stemcells ADD COLUMN image_sha256 TEXT;
+"#,
+    },
+];
 
 /// The schema version this rosh writes.
 pub const LATEST: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

@@ -18,6 +18,9 @@ pub struct StemcellRecord {
     pub cloud_properties_json: String,
     /// `stemcell_formats`.
     pub formats: Vec<String>,
+    /// The blobstore name of a heavy stemcell's image; `None` for a light stemcell.
+    #[serde(default)]
+    pub image_sha256: Option<String>,
 }
 
 /// One line of `rosh stemcells`.
@@ -40,8 +43,8 @@ impl State {
             }
             tx.execute(
                 "INSERT INTO stemcells (name, version, operating_system, api_version, cid, sha1,
-                                        cloud_properties_json, formats_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                        cloud_properties_json, formats_json, image_sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 (
                     &stemcell.name,
                     &stemcell.version,
@@ -51,6 +54,7 @@ impl State {
                     &stemcell.sha1,
                     &stemcell.cloud_properties_json,
                     to_json(&stemcell.formats),
+                    &stemcell.image_sha256,
                 ),
             )?;
             let name = format!("{}/{}", stemcell.name, stemcell.version);
@@ -90,7 +94,8 @@ impl State {
         let conn = self.conn();
         let row = conn
             .query_row(
-                "SELECT name, version, operating_system, api_version, cid, sha1, cloud_properties_json, formats_json
+                "SELECT name, version, operating_system, api_version, cid, sha1, cloud_properties_json, formats_json,
+                        image_sha256
                  FROM stemcells WHERE name = ?1 AND version = ?2",
                 [name, version],
                 |r| {
@@ -104,6 +109,7 @@ impl State {
                             sha1: r.get(5)?,
                             cloud_properties_json: r.get(6)?,
                             formats: Vec::new(),
+                            image_sha256: r.get(8)?,
                         },
                         r.get::<_, String>(7)?,
                     ))
@@ -128,6 +134,15 @@ impl State {
             record_fact(tx, &Event::new("delete", "stemcell", label.clone()))?;
             Ok(())
         })
+    }
+}
+
+impl State {
+    /// True when some uploaded stemcell still uses this image blob (so it must stay).
+    pub fn stemcells_using_image(&self, sha256: &str) -> Result<bool> {
+        let count: i64 =
+            self.conn().query_row("SELECT count(*) FROM stemcells WHERE image_sha256 = ?1", [sha256], |r| r.get(0))?;
+        Ok(count > 0)
     }
 }
 
