@@ -6,8 +6,8 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use rosh::blobstore::digest::sha256_hex;
 use rosh::blobstore::{Blobstore, BlobstoreError, ExpectedDigest, LocalBlobstore};
+use rosh::release::digest::sha256_hex;
 
 fn store() -> (tempfile::TempDir, LocalBlobstore) {
     let dir = tempfile::tempdir().unwrap();

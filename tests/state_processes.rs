@@ -60,7 +60,7 @@ fn child_helper() {
 }
 
 fn release() -> ReleaseRecord {
-    let blob = rosh::blobstore::digest::sha256_hex;
+    let blob = rosh::release::digest::sha256_hex;
     ReleaseRecord {
         name: "nats".into(),
         version: "56".into(),

@@ -10,7 +10,7 @@ use rosh::state::{
 };
 
 fn blob(tag: &str) -> String {
-    rosh::blobstore::digest::sha256_hex(tag.as_bytes())
+    rosh::release::digest::sha256_hex(tag.as_bytes())
 }
 
 fn package(name: &str, fingerprint: &str, deps: &[&str]) -> PackageRecord {

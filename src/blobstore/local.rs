@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use super::digest::{Hasher, Hashes, hex, is_sha256_hex};
 use super::{BlobRef, Blobstore, BlobstoreError, Result, StagedBlob, corrupt_blob_error};
+use crate::release::digest::{Hasher, Hashes, hex, is_sha256_hex};
 
 /// Read and write in 1 MiB chunks: large enough that syscalls vanish next to hashing.
 const CHUNK: usize = 1 << 20;

@@ -18,13 +18,13 @@
 //! - [`Blobstore::open`] checks the digest when the reader reaches EOF, so the check costs no second
 //!   pass; a caller that stops early must drain the reader to get the check.
 
-pub mod digest;
 mod local;
 
 use std::io::{self, Read};
 use std::path::PathBuf;
 
-pub use digest::{DigestParseError, DigestingReader, ExpectedDigest, Hasher, Hashes};
+// Digests are a release-format concept (`sha1:` fields); the blobstore hashes with them.
+pub use crate::release::digest::{DigestParseError, DigestingReader, ExpectedDigest, Hasher, Hashes};
 pub use local::LocalBlobstore;
 
 /// What [`Blobstore::put`] stored: the blob's name (`sha256`), its SHA-1 and size.

@@ -209,11 +209,7 @@ fn open_counted(path: &Path, show: bool) -> anyhow::Result<(DigestingReader<impl
     Ok((reader, bar))
 }
 
-fn check_outer(
-    expected: Option<&ExpectedDigest>,
-    hashes: &crate::blobstore::Hashes,
-    display: &str,
-) -> anyhow::Result<()> {
+fn check_outer(expected: Option<&ExpectedDigest>, hashes: &Hashes, display: &str) -> anyhow::Result<()> {
     if let Some(want) = expected
         && !want.matches(hashes)
     {

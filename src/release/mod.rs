@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod create;
+pub mod digest;
 pub mod fingerprint;
 pub mod manifest;
 pub mod stemcell;

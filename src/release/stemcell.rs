@@ -18,8 +18,9 @@
 use std::io::{self, Read};
 
 use super::archive::{self, ArchiveError, EntryKind};
+use super::digest::{ExpectedDigest, Hashes};
 use super::manifest::{self, FormatError, StemcellManifest};
-use super::tarball::{Digest, Hashes, MANIFEST_LIMIT, Tee, read_limited};
+use super::tarball::{MANIFEST_LIMIT, Tee, read_limited};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StemcellTarball {
@@ -126,10 +127,10 @@ pub fn read_stemcell(
             return Err(invalid(StemcellProblem::MissingImage { formats: manifest.stemcell_formats.join(", ") }));
         }
         (Some(hashes), Some(digest)) => {
-            let expected =
-                Digest::parse(digest).ok_or_else(|| invalid(StemcellProblem::BadDigest { digest: digest.into() }))?;
+            let expected = ExpectedDigest::parse(digest)
+                .map_err(|_| invalid(StemcellProblem::BadDigest { digest: digest.into() }))?;
             if !expected.matches(hashes) {
-                let actual = expected.of(hashes).to_string();
+                let actual = expected.actual(hashes).to_string();
                 return Err(invalid(StemcellProblem::DigestMismatch { expected: expected.to_string(), actual }));
             }
         }

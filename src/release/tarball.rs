@@ -29,7 +29,7 @@
 //! `templates/` and `monit` before the same bytes go to the sink.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
+
 use std::io::{self, Read};
 use std::sync::mpsc;
 
@@ -75,58 +75,7 @@ impl ArtifactKind {
     }
 }
 
-/// What a sink measured of the bytes it read.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Hashes {
-    /// Lowercase hex.
-    pub sha1: String,
-    /// Lowercase hex.
-    pub sha256: String,
-    pub size: u64,
-}
-
-/// A digest as BOSH writes it: 40-hex SHA-1, or `sha256:<64 hex>`. Stored lowercase.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Digest {
-    Sha1(String),
-    Sha256(String),
-}
-
-impl Digest {
-    pub fn parse(text: &str) -> Option<Digest> {
-        let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-        match text.strip_prefix("sha256:") {
-            Some(rest) if hex(rest, 64) => Some(Digest::Sha256(rest.to_ascii_lowercase())),
-            Some(_) => None,
-            None if hex(text, 40) => Some(Digest::Sha1(text.to_ascii_lowercase())),
-            None => None,
-        }
-    }
-
-    pub fn matches(&self, hashes: &Hashes) -> bool {
-        match self {
-            Digest::Sha1(hex) => hex.eq_ignore_ascii_case(&hashes.sha1),
-            Digest::Sha256(hex) => hex.eq_ignore_ascii_case(&hashes.sha256),
-        }
-    }
-
-    /// The same kind of digest, of `hashes` (what was found, to show beside what was expected).
-    pub fn of(&self, hashes: &Hashes) -> Digest {
-        match self {
-            Digest::Sha1(_) => Digest::Sha1(hashes.sha1.to_ascii_lowercase()),
-            Digest::Sha256(_) => Digest::Sha256(hashes.sha256.to_ascii_lowercase()),
-        }
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Digest::Sha1(hex) => f.write_str(hex),
-            Digest::Sha256(hex) => write!(f, "sha256:{hex}"),
-        }
-    }
-}
+pub use super::digest::{ExpectedDigest, Hashes};
 
 /// Called once per inner artifact with a reader over its bytes; must consume it and return
 /// the hashes of what it read (the caller stores it in the blobstore while hashing). The name
@@ -383,11 +332,11 @@ fn verify(
 
     for &(kind, name, digest) in &listed {
         let artifact = kind.entry_path(name);
-        let expected = Digest::parse(digest)
-            .ok_or_else(|| Problem::BadDigest { artifact: artifact.clone(), digest: digest.into() })?;
+        let expected = ExpectedDigest::parse(digest)
+            .map_err(|_| Problem::BadDigest { artifact: artifact.clone(), digest: digest.into() })?;
         let hashes = &seen[&(kind, name.to_string())].hashes;
         if !expected.matches(hashes) {
-            let actual = expected.of(hashes).to_string();
+            let actual = expected.actual(hashes).to_string();
             return Err(Problem::DigestMismatch { artifact, expected: expected.to_string(), actual }.into());
         }
     }
@@ -595,21 +544,6 @@ fn corrupt(source_name: &str, entry: &str, e: &io::Error) -> TarballError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn digests_are_sha1_or_sha256() {
-        let sha1 = "0123456789ABCDEF0123456789abcdef01234567";
-        assert_eq!(Digest::parse(sha1), Some(Digest::Sha1(sha1.to_ascii_lowercase())));
-        let sha256 = format!("sha256:{}", "ab".repeat(32));
-        assert_eq!(Digest::parse(&sha256).unwrap().to_string(), sha256);
-        for bad in ["", "abc", "sha256:abc", "sha512:00", &"g".repeat(40), &format!("sha1:{}", "0".repeat(40))] {
-            assert_eq!(Digest::parse(bad), None, "{bad}");
-        }
-        let hashes = Hashes { sha1: "0".repeat(40), sha256: "ab".repeat(32), size: 0 };
-        assert!(Digest::parse(&sha256).unwrap().matches(&hashes));
-        assert!(!Digest::parse(sha1).unwrap().matches(&hashes));
-        assert_eq!(Digest::parse(sha1).unwrap().of(&hashes).to_string(), "0".repeat(40));
-    }
 
     #[test]
     fn entries_are_sorted_into_roles() {

@@ -116,7 +116,7 @@ impl FromStr for ExpectedDigest {
 }
 
 /// SHA-1, SHA-256 (lowercase hex) and size of a complete stream.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Hashes {
     pub sha1: String,
     pub sha256: String,
