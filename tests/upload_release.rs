@@ -286,3 +286,24 @@ fn upload_stemcell_and_delete_it() {
     let blobs = LocalBlobstore::open(LocalBlobstore::default_root(&d.state_dir)).unwrap();
     assert!(blobs.list().unwrap().is_empty(), "the image blob is freed");
 }
+
+#[test]
+fn a_second_version_reuses_unchanged_packages() {
+    let d = Director::new();
+    let first = d.hello_tarball();
+    d.ok(&["upload-release", first.to_str().unwrap()]);
+    let spec = d.work.join("hello/jobs/hello/spec");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, format!("{text}\n# a changed job spec\n")).unwrap();
+    let second = d.work.join("hello2.tgz");
+    d.ok(&["create-release", "hello", "--tarball", second.to_str().unwrap()]);
+    let out: serde_json::Value =
+        serde_json::from_str(&d.ok(&["upload-release", second.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(out["version"], "0+dev.2");
+    assert_eq!(out["blobs_stored"], 1, "only the changed job is new: {out}");
+    let state = State::open(&d.state_dir).unwrap();
+    let blobs = LocalBlobstore::open(LocalBlobstore::default_root(&d.state_dir)).unwrap();
+    let mut referenced = state.referenced_blobs().unwrap();
+    referenced.sort();
+    assert_eq!(referenced, blobs.list().unwrap(), "every stored blob is referenced, and only those");
+}

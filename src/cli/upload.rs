@@ -283,9 +283,22 @@ pub fn import_release(
         return Ok(outcome);
     }
 
+    // Jobs and packages already stored under the same name and fingerprint are reused (the state
+    // keeps the first upload's blob), so their blobs from this tarball are not kept.
+    let mut known = std::collections::HashSet::new();
+    for job in &release.jobs {
+        if state.job_by_fingerprint(&job.entry.name, &job.entry.fingerprint)?.is_some() {
+            known.insert(tarball::ArtifactKind::Job.entry_path(&job.entry.name));
+        }
+    }
+    for (package, _) in &release.packages {
+        if state.package_by_fingerprint(&package.name, &package.fingerprint)?.is_some() {
+            known.insert(tarball::ArtifactKind::Package.entry_path(&package.name));
+        }
+    }
     for (entry, blob) in staged {
         // The director has no use for license.tgz and no record to keep it by: not stored.
-        if entry == tarball::ArtifactKind::License.entry_path("") {
+        if entry == tarball::ArtifactKind::License.entry_path("") || known.contains(&entry) {
             continue;
         }
         let sha = blob.blob().sha256.clone();
