@@ -307,3 +307,28 @@ fn a_second_version_reuses_unchanged_packages() {
     referenced.sort();
     assert_eq!(referenced, blobs.list().unwrap(), "every stored blob is referenced, and only those");
 }
+
+#[test]
+fn fix_replaces_a_corrupted_blob() {
+    let d = Director::new();
+    let tarball = d.hello_tarball();
+    let path = tarball.to_str().unwrap();
+    d.ok(&["upload-release", path]);
+    let blobs = LocalBlobstore::open(LocalBlobstore::default_root(&d.state_dir)).unwrap();
+    let victim = blobs.list().unwrap()[0].clone();
+    let file = blobs.path_of(&victim).unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[10] ^= 0x01;
+    let mut perms = std::fs::metadata(&file).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&file, perms).unwrap();
+    std::fs::write(&file, bytes).unwrap();
+    assert!(!blobs.verify(&victim).unwrap());
+
+    let plain: serde_json::Value = serde_json::from_str(&d.ok(&["upload-release", path, "--json"])).unwrap();
+    assert_eq!(plain["result"], "already_uploaded");
+    let fixed: serde_json::Value = serde_json::from_str(&d.ok(&["upload-release", path, "--fix", "--json"])).unwrap();
+    assert_eq!(fixed["result"], "fixed");
+    assert_eq!(fixed["blobs_repaired"], 1);
+    assert!(blobs.verify(&victim).unwrap(), "the blob is whole again");
+}

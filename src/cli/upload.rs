@@ -225,6 +225,19 @@ fn to_tarball_hashes(blob: &crate::blobstore::BlobRef) -> Hashes {
     Hashes { sha1: blob.sha1.clone(), sha256: blob.sha256.clone(), size: blob.size }
 }
 
+/// `--fix`: replaces the stored copy of a staged blob when it is missing or no longer matches its
+/// name. Returns whether it did.
+fn repair(blobs: &dyn Blobstore, staged: Box<dyn StagedBlob>) -> anyhow::Result<bool> {
+    let sha = staged.blob().sha256.clone();
+    if blobs.contains(&sha)? && blobs.verify(&sha)? {
+        return Ok(false);
+    }
+    // A corrupt copy of the same size would be kept by commit: remove it first.
+    blobs.delete(&sha)?;
+    staged.commit()?;
+    Ok(true)
+}
+
 /// Imports a release tarball: see the module doc for the guarantees.
 pub fn import_release(
     state: &State,
@@ -270,12 +283,12 @@ pub fn import_release(
         outcome.result = "already_uploaded";
         if fix {
             outcome.result = "fixed";
-            for (_, blob) in staged {
-                let sha = blob.blob().sha256.clone();
-                let healthy = blobs.contains(&sha)? && blobs.verify(&sha)?;
-                if !healthy {
-                    blobs.delete(&sha)?;
-                    blob.commit()?;
+            for (entry, blob) in staged {
+                // license.tgz is never stored (see below), so it is not missing either.
+                if entry == tarball::ArtifactKind::License.entry_path("") {
+                    continue;
+                }
+                if repair(blobs, blob)? {
                     outcome.blobs_repaired += 1;
                 }
             }
@@ -382,12 +395,7 @@ pub fn import_stemcell(
         outcome.result = "already_uploaded";
         if fix && let Some(blob) = staged {
             outcome.result = "fixed";
-            let sha = blob.blob().sha256.clone();
-            if !(blobs.contains(&sha)? && blobs.verify(&sha)?) {
-                blobs.delete(&sha)?;
-                blob.commit()?;
-                outcome.blobs_repaired = 1;
-            }
+            outcome.blobs_repaired = usize::from(repair(blobs, blob)?);
         }
         return Ok(outcome);
     }

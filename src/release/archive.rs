@@ -47,6 +47,17 @@ pub enum ArchiveError {
     DestinationExists { source_name: String, path: PathBuf },
 }
 
+impl ArchiveError {
+    /// A read error inside entry `entry` of archive `source_name`.
+    pub fn corrupt_entry(source_name: &str, entry: &str, e: &std::io::Error) -> ArchiveError {
+        ArchiveError::Corrupt {
+            source_name: source_name.to_string(),
+            entry: Some(entry.to_string()),
+            message: e.to_string(),
+        }
+    }
+}
+
 fn at_entry(entry: &Option<String>) -> String {
     entry.as_ref().map(|e| format!(" at entry `{e}`")).unwrap_or_default()
 }

@@ -140,11 +140,7 @@ pub fn read_stemcell(
 }
 
 fn corrupt(source_name: &str, entry: &str, e: &io::Error) -> StemcellError {
-    StemcellError::Archive(ArchiveError::Corrupt {
-        source_name: source_name.to_string(),
-        entry: Some(entry.to_string()),
-        message: e.to_string(),
-    })
+    StemcellError::Archive(ArchiveError::corrupt_entry(source_name, entry, e))
 }
 
 #[cfg(test)]

@@ -534,11 +534,7 @@ pub(super) fn read_limited(data: &mut dyn Read, limit: u64) -> io::Result<Option
 /// A read error inside an entry. [`archive::visit`] replaces it with its own account when the
 /// archive failed, so this is only what remains.
 fn corrupt(source_name: &str, entry: &str, e: &io::Error) -> TarballError {
-    TarballError::Archive(ArchiveError::Corrupt {
-        source_name: source_name.to_string(),
-        entry: Some(entry.to_string()),
-        message: e.to_string(),
-    })
+    TarballError::Archive(ArchiveError::corrupt_entry(source_name, entry, e))
 }
 
 #[cfg(test)]
