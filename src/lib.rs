@@ -5,8 +5,10 @@
 //! variable generation, the validated deployment model, v1 import). `manifest` does no IO of its
 //! own: files are read by `cli` and handed down as text.
 
+pub mod agent;
 pub mod blobstore;
 pub mod cli;
 pub mod manifest;
 pub mod release;
+pub mod ssh;
 pub mod state;

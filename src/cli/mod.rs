@@ -9,7 +9,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod agent;
 pub mod artifacts;
+pub mod cpi;
 pub mod create_release;
 pub mod create_stemcell;
 pub mod interpolate;
@@ -54,6 +56,11 @@ pub enum Command {
     DeleteRelease(artifacts::DeleteReleaseArgs),
     /// Delete a stemcell (NAME/VERSION).
     DeleteStemcell(artifacts::DeleteStemcellArgs),
+    /// The VM side: agent verbs, the process supervisor, the local VM's SSH server.
+    #[command(hide = true)]
+    Agent(agent::AgentArgs),
+    /// rosh's own CPIs behind the BOSH CPI protocol (`rosh cpi serve local`).
+    Cpi(cpi::CpiArgs),
 }
 
 /// Runs the CLI with the process arguments and returns the exit code.
@@ -72,6 +79,8 @@ pub fn main() -> ExitCode {
         Command::InspectRelease(args) => artifacts::inspect_release(args),
         Command::DeleteRelease(args) => artifacts::delete_release(args),
         Command::DeleteStemcell(args) => artifacts::delete_stemcell(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Cpi(args) => cpi::run(args),
     };
     match result {
         Ok(code) => code,
