@@ -15,6 +15,7 @@
 
 mod cloud_config;
 mod common;
+pub mod cpi_config;
 mod deployment;
 pub mod ip;
 mod param;
