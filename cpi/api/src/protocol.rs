@@ -260,22 +260,22 @@ impl Call {
     /// the argument.
     pub fn from_request(request: &Request) -> Result<Call, CpiError> {
         let method = request.method.as_str();
-        let a = |names: &'static [&'static str], optional_tail: usize| {
+        let args = |names: &'static [&'static str], optional_tail: usize| {
             Args::new(method, &request.arguments, names, optional_tail)
         };
         let call = match method {
             "info" => {
-                a(&[], 0)?;
+                args(&[], 0)?;
                 Call::Info
             }
             "create_stemcell" => {
-                let a = a(&["image_path", "cloud_properties"], 0)?;
+                let a = args(&["image_path", "cloud_properties"], 0)?;
                 Call::CreateStemcell(CreateStemcell { image_path: a.string(0)?, cloud_properties: a.object(1)? })
             }
-            "delete_stemcell" => Call::DeleteStemcell(a(&["stemcell_cid"], 0)?.cid(0)?),
+            "delete_stemcell" => Call::DeleteStemcell(args(&["stemcell_cid"], 0)?.cid(0)?),
             "create_vm" => {
                 let a =
-                    a(&["agent_id", "stemcell_cid", "cloud_properties", "networks", "disk_cids", "environment"], 0)?;
+                    args(&["agent_id", "stemcell_cid", "cloud_properties", "networks", "disk_cids", "environment"], 0)?;
                 Call::CreateVm(CreateVm {
                     agent_id: a.string(0)?,
                     stemcell_cid: a.cid(1)?,
@@ -285,39 +285,39 @@ impl Call {
                     env: a.object(5)?,
                 })
             }
-            "delete_vm" => Call::DeleteVm(a(&["vm_cid"], 0)?.cid(0)?),
-            "has_vm" => Call::HasVm(a(&["vm_cid"], 0)?.cid(0)?),
-            "reboot_vm" => Call::RebootVm(a(&["vm_cid"], 0)?.cid(0)?),
+            "delete_vm" => Call::DeleteVm(args(&["vm_cid"], 0)?.cid(0)?),
+            "has_vm" => Call::HasVm(args(&["vm_cid"], 0)?.cid(0)?),
+            "reboot_vm" => Call::RebootVm(args(&["vm_cid"], 0)?.cid(0)?),
             "set_vm_metadata" => {
-                let a = a(&["vm_cid", "metadata"], 0)?;
+                let a = args(&["vm_cid", "metadata"], 0)?;
                 Call::SetVmMetadata(SetVmMetadata { vm_cid: a.cid(0)?, metadata: a.metadata(1)? })
             }
             "create_disk" => {
                 // Directors before CPI API v1's `vm_locality` sent two arguments.
-                let a = a(&["size", "cloud_properties", "vm_locality"], 1)?;
+                let a = args(&["size", "cloud_properties", "vm_locality"], 1)?;
                 Call::CreateDisk(CreateDisk {
                     size_mb: a.size(0)?,
                     cloud_properties: a.object(1)?,
                     vm_locality: a.optional_cid(2)?,
                 })
             }
-            "delete_disk" => Call::DeleteDisk(a(&["disk_cid"], 0)?.cid(0)?),
-            "has_disk" => Call::HasDisk(a(&["disk_cid"], 0)?.cid(0)?),
+            "delete_disk" => Call::DeleteDisk(args(&["disk_cid"], 0)?.cid(0)?),
+            "has_disk" => Call::HasDisk(args(&["disk_cid"], 0)?.cid(0)?),
             "attach_disk" | "detach_disk" => {
-                let a = a(&["vm_cid", "disk_cid"], 0)?;
+                let a = args(&["vm_cid", "disk_cid"], 0)?;
                 let attachment = DiskAttachment { vm_cid: a.cid(0)?, disk_cid: a.cid(1)? };
                 if method == "attach_disk" { Call::AttachDisk(attachment) } else { Call::DetachDisk(attachment) }
             }
-            "get_disks" => Call::GetDisks(a(&["vm_cid"], 0)?.cid(0)?),
+            "get_disks" => Call::GetDisks(args(&["vm_cid"], 0)?.cid(0)?),
             "resize_disk" => {
-                let a = a(&["disk_cid", "new_size"], 0)?;
+                let a = args(&["disk_cid", "new_size"], 0)?;
                 Call::ResizeDisk(ResizeDisk { disk_cid: a.cid(0)?, new_size_mb: a.size(1)? })
             }
             "snapshot_disk" => {
-                let a = a(&["disk_cid", "metadata"], 0)?;
+                let a = args(&["disk_cid", "metadata"], 0)?;
                 Call::SnapshotDisk(SnapshotDisk { disk_cid: a.cid(0)?, metadata: a.metadata(1)? })
             }
-            "delete_snapshot" => Call::DeleteSnapshot(a(&["snapshot_cid"], 0)?.cid(0)?),
+            "delete_snapshot" => Call::DeleteSnapshot(args(&["snapshot_cid"], 0)?.cid(0)?),
             other => return Err(CpiError::not_implemented(other)),
         };
         Ok(call)
