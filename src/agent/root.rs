@@ -105,6 +105,11 @@ impl Root {
         self.run_dir().join("supervisor.sock")
     }
 
+    /// The running supervisor's pid (the agent's own under `serve`).
+    pub fn supervisor_pid_file(&self) -> PathBuf {
+        self.run_dir().join("supervisor.pid")
+    }
+
     /// Held for its whole life by the one supervisor of this root.
     pub fn supervisor_lock(&self) -> PathBuf {
         self.run_dir().join("supervisor.lock")

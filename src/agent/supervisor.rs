@@ -136,6 +136,7 @@ impl Supervisor {
         let listener =
             UnixListener::bind(&bind_path.path).ctx(|| format!("listening on {}", socket.display()))?;
         drop(bind_path);
+        super::root::write_atomic(&root.supervisor_pid_file(), format!("{}\n", std::process::id()).as_bytes())?;
         let supervisor = Arc::new(Supervisor {
             root,
             jobs: Mutex::new(BTreeMap::new()),
@@ -264,9 +265,10 @@ impl Supervisor {
             .collect()
     }
 
-    /// Removes the control socket (the lock goes with the supervisor).
+    /// Removes the control socket and pid file (the lock goes with the supervisor).
     pub fn close(&self) {
         let _ = fs::remove_file(self.root.supervisor_socket());
+        let _ = fs::remove_file(self.root.supervisor_pid_file());
     }
 }
 

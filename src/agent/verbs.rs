@@ -545,7 +545,8 @@ fn unmount_disk(root: &Root, request: MountDisk) -> Result<Mounted> {
 }
 
 /// `sys/run` entries `wipe` keeps: those of a live `serve` process and the locks.
-const WIPE_KEEPS: &[&str] = &["agent.pid", "agent.ready", "agent.lock", "supervisor.lock", "supervisor.sock"];
+const WIPE_KEEPS: &[&str] =
+    &["agent.pid", "agent.ready", "agent.lock", "supervisor.lock", "supervisor.sock", "supervisor.pid"];
 
 fn wipe(root: &Root) -> Result<serde_json::Value> {
     // Stops every process; a standalone supervisor exits after answering.
