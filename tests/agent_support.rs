@@ -90,6 +90,12 @@ pub fn stop_supervisor(root: &Path) {
     if pid <= 1 || pid == std::process::id() as i32 {
         return;
     }
+    // Only a rosh agent: the file outlives a SIGKILLed supervisor and its pid may be reused.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    if !cmdline.contains("rosh") || !cmdline.contains("agent") {
+        return;
+    }
     unsafe { libc::kill(pid, libc::SIGTERM) };
     if !wait_until(Duration::from_secs(15), || !alive(pid as u32)) {
         unsafe { libc::kill(pid, libc::SIGKILL) };
