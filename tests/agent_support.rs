@@ -23,9 +23,15 @@ pub struct Vm {
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Vm {
+    fn default() -> Vm {
+        Vm { dir: tempfile::tempdir().unwrap() }
+    }
+}
+
 impl Vm {
     pub fn new() -> Vm {
-        Vm { dir: tempfile::tempdir().unwrap() }
+        Vm::default()
     }
 
     pub fn root(&self) -> &Path {

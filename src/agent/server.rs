@@ -88,7 +88,9 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
     let root = Root::new(&options.root);
     root.ensure_dirs()?;
     let host_key = load_or_create_host_key(&root)?;
+    // Two workers are plenty (verbs run on the blocking pool) and keep 50 local VMs light.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .ctx(|| "starting the async runtime")?;
@@ -282,7 +284,7 @@ async fn run_verb_on_channel(
     stdin: mpsc::Receiver<Vec<u8>>,
     write: &ChannelWriteHalf<Msg>,
 ) -> u32 {
-    let words: Vec<String> = command.split_whitespace().map(str::to_string).collect();
+    let words = split_words(command);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(8);
     let root = root.clone();
     let verb = tokio::task::spawn_blocking(move || {
@@ -300,6 +302,28 @@ async fn run_verb_on_channel(
     }
     drop(out_rx);
     u32::from(verb.await.unwrap_or(1))
+}
+
+/// Splits a verb line into words as a shell would for the plain words and `'…'`/`"…"` quoting
+/// a director may use around an argument (no expansion: the line never reaches a shell).
+fn split_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quote: Option<char> = None;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.get_or_insert_with(String::new).push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                word.get_or_insert_with(String::new);
+            }
+            (None, c) if c.is_whitespace() => words.extend(word.take()),
+            (None, c) => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    words
 }
 
 /// The channel's data as a blocking reader (for a verb on a blocking thread).
@@ -416,5 +440,33 @@ async fn run_shell_on_channel(
     match status {
         Ok(status) => super::os::exit_code(status) as u32,
         Err(_) => 255,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verb_lines_split_like_a_shell_would() {
+        assert_eq!(split_words("put_blob abc"), ["put_blob", "abc"]);
+        assert_eq!(split_words("  get_blob  'ab c' "), ["get_blob", "ab c"]);
+        assert_eq!(split_words("x \"it's\" ''"), ["x", "it's", ""]);
+    }
+
+    #[test]
+    fn authorized_keys_lines_may_carry_options_and_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let key = load_or_create_host_key(&root).unwrap();
+        let public = key.public_key().to_openssh().unwrap();
+        let file = dir.path().join("authorized_keys");
+        std::fs::write(&file, "# comment\n\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIbogus x\n").unwrap();
+        assert!(!is_authorized(&file, key.public_key()));
+        std::fs::write(&file, format!("from=\"127.0.0.1\",no-pty {public} someone@host\n")).unwrap();
+        assert!(is_authorized(&file, key.public_key()));
+        // The same host key is loaded again, not replaced.
+        let again = load_or_create_host_key(&root).unwrap();
+        assert_eq!(again.public_key().key_data(), key.public_key().key_data());
     }
 }

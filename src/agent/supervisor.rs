@@ -640,6 +640,7 @@ pub(crate) fn log(message: &str) {
 /// (processes stopped, desired state kept) or a `shutdown` request.
 pub fn supervise(root: &Root) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .ctx(|| "starting the async runtime")?;
