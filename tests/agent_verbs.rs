@@ -381,3 +381,32 @@ fn a_restarted_supervisor_resumes_desired_jobs() {
     assert_eq!(p.state, ProcessState::Running);
     assert!(alive(p.pid.unwrap()));
 }
+
+#[test]
+fn concurrent_starts_share_one_supervisor() {
+    let vm = Vm::new();
+    let job = vm.put(&bpm_job("c", "while :; do sleep 0.1; done"));
+    vm.ok::<Applied>("apply", &spec(&[("c", &job)], &[]));
+    let pids: Vec<u32> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let started: Processes = vm.ok("start", &json!({}));
+                    process(&started.processes, "c", "c").pid.unwrap()
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert!(pids.iter().all(|&p| p == pids[0]), "one process, started once: {pids:?}");
+    let supervisors = || {
+        fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| fs::read(e.unwrap().path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains("supervise") && c.contains(&vm.root().display().to_string()))
+            .count()
+    };
+    // Daemons that lost the race for the lock exit on their own.
+    assert!(wait_until(Duration::from_secs(5), || supervisors() == 1), "{} supervisors", supervisors());
+}

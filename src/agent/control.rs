@@ -155,26 +155,30 @@ pub fn ensure_supervisor(root: &Root) -> Result<()> {
         command.pre_exec(os::new_session);
     }
     let mut child = command.spawn().ctx(|| format!("starting {} agent supervise", exe.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut deadline = Instant::now() + Duration::from_secs(10);
+    let mut exited = None;
     loop {
         if request(root, &Request::Status, Duration::from_secs(5))?.is_some() {
             // The daemon lives on in its own session, no longer ours to wait for.
             drop(child);
             return Ok(());
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            // Another supervisor may have won the race and be about to listen.
-            if request(root, &Request::Status, Duration::from_secs(5))?.is_some() {
-                return Ok(());
-            }
-            return Err(Error(format!(
-                "the supervisor exited at once ({}); see {}",
-                os::describe_exit(status),
-                log_path.display()
-            )));
+        if exited.is_none()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            // Most likely another verb's supervisor won the lock: give it a moment to listen.
+            exited = Some(status);
+            deadline = deadline.min(Instant::now() + Duration::from_secs(2));
         }
         if Instant::now() > deadline {
-            return Err(Error(format!("the supervisor did not answer within 10 s; see {}", log_path.display())));
+            return Err(Error(match exited {
+                Some(status) => format!(
+                    "the supervisor exited at once ({}); see {}",
+                    os::describe_exit(status),
+                    log_path.display()
+                ),
+                None => format!("the supervisor did not answer within 10 s; see {}", log_path.display()),
+            }));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
