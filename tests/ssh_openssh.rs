@@ -13,7 +13,12 @@ use sha2::{Digest, Sha256};
 use ssh_support::{Sshd, free_port, keygen};
 
 fn quick() -> ConnectOptions {
-    ConnectOptions { connect_timeout: Duration::from_secs(5), retry_until: Duration::ZERO, step_timeout: Duration::from_secs(30), max_sessions: 8 }
+    ConnectOptions {
+        connect_timeout: Duration::from_secs(5),
+        retry_until: Duration::ZERO,
+        step_timeout: Duration::from_secs(30),
+        max_sessions: 8,
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -202,7 +207,8 @@ async fn a_listener_that_never_speaks_ssh_times_out_instead_of_hanging() {
         root: "/".into(),
         install_agent: false,
     };
-    let options = ConnectOptions { retry_until: Duration::from_secs(1), connect_timeout: Duration::from_millis(300), ..quick() };
+    let options =
+        ConnectOptions { retry_until: Duration::from_secs(1), connect_timeout: Duration::from_millis(300), ..quick() };
     let started = Instant::now();
     let err = Connection::connect(&endpoint, &DirectorKey::generate("d").unwrap(), &options).await.unwrap_err();
     let elapsed = started.elapsed();
@@ -239,7 +245,11 @@ async fn a_step_that_overruns_its_timeout_fails_and_the_connection_stays_usable(
         if left.stdout.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "the timed-out command still runs: {}", String::from_utf8_lossy(&left.stdout));
+        assert!(
+            Instant::now() < deadline,
+            "the timed-out command still runs: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

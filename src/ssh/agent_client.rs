@@ -19,7 +19,9 @@ use std::task::{Context, Poll};
 use rosh_cpi::SshEndpoint;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256 as Sha256Hasher};
+// SHA-256 through aws-lc (already the SSH crypto backend, built optimised even in dev builds):
+// the agent binary is tens of megabytes and is hashed once per director process.
+use aws_lc_rs::digest;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::client::{Connection, ExitStatus, SshError, shell_quote};
@@ -111,7 +113,11 @@ impl AgentClient {
     }
 
     /// One JSON verb: request on stdin, answer on stdout.
-    async fn call<Req: Serialize + ?Sized, Resp: DeserializeOwned>(&self, verb: &str, req: &Req) -> Result<Resp, AgentCallError> {
+    async fn call<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        verb: &str,
+        req: &Req,
+    ) -> Result<Resp, AgentCallError> {
         let body = serde_json::to_vec(req).expect("protocol requests serialize");
         let out = self.conn.exec(&self.command_line(verb, None), body.as_slice()).await?;
         if !out.status.success() {
@@ -153,7 +159,12 @@ impl AgentClient {
 
     /// Streams `size` bytes from `reader` to the VM as blob `sha256`; the agent refuses them if
     /// their digest differs, and the answer must name the same digest and size.
-    pub async fn put_blob(&self, sha256: &str, reader: impl AsyncRead + Unpin + Send, size: u64) -> Result<StoredBlob, AgentCallError> {
+    pub async fn put_blob(
+        &self,
+        sha256: &str,
+        reader: impl AsyncRead + Unpin + Send,
+        size: u64,
+    ) -> Result<StoredBlob, AgentCallError> {
         let line = self.command_line(verb::PUT_BLOB, Some(sha256));
         let out = self.conn.exec(&line, reader).await?;
         if !out.status.success() {
@@ -176,14 +187,18 @@ impl AgentClient {
 
     /// Streams blob `sha256` from the VM into `writer`, checking its digest on the way; answers
     /// its size. On any error the writer may hold a partial blob: the caller discards it.
-    pub async fn get_blob<W: AsyncWrite + Unpin + Send + ?Sized>(&self, sha256: &str, writer: &mut W) -> Result<u64, AgentCallError> {
+    pub async fn get_blob<W: AsyncWrite + Unpin + Send + ?Sized>(
+        &self,
+        sha256: &str,
+        writer: &mut W,
+    ) -> Result<u64, AgentCallError> {
         let line = self.command_line(verb::GET_BLOB, Some(sha256));
         let mut tap = Tap::new(writer);
         let done = self.conn.exec_streaming(&line, tokio::io::empty(), &mut tap).await?;
         if !done.status.success() {
             return Err(self.failure(verb::GET_BLOB, done.status, &tap.head, &done.stderr));
         }
-        let got = hex(&tap.hasher.finalize_reset());
+        let got = hex(tap.hasher.finish().as_ref());
         if got != sha256 {
             return Err(AgentCallError::Blob {
                 addr: self.conn.addr().to_string(),
@@ -204,7 +219,8 @@ impl AgentClient {
         }
         let digests: Vec<Sha256> = unique.iter().map(|(sha, _)| sha.clone()).collect();
         let missing: BTreeSet<Sha256> = self.has_blobs(&digests).await?.missing.into_iter().collect();
-        let mut summary = UploadSummary { skipped: unique.len() - missing.len().min(unique.len()), ..Default::default() };
+        let mut summary =
+            UploadSummary { skipped: unique.len() - missing.len().min(unique.len()), ..Default::default() };
 
         let mut todo = unique.into_iter().filter(|(sha, _)| missing.contains(sha)).cloned();
         let mut running = tokio::task::JoinSet::new();
@@ -262,7 +278,7 @@ impl AgentClient {
         self.call(verb::MOUNT_DISK, req).await
     }
 
-    pub async fn unmount_disk(&self, req: &MountDisk) -> Result<serde_json::Value, AgentCallError> {
+    pub async fn unmount_disk(&self, req: &MountDisk) -> Result<Mounted, AgentCallError> {
         self.call(verb::UNMOUNT_DISK, req).await
     }
 
@@ -291,7 +307,7 @@ fn hex(bytes: &[u8]) -> String {
 /// `get_blob` puts its [`AgentError`]).
 struct Tap<'w, W: ?Sized> {
     inner: &'w mut W,
-    hasher: Sha256Hasher,
+    hasher: digest::Context,
     head: Vec<u8>,
 }
 
@@ -299,7 +315,7 @@ const TAP_HEAD: usize = 16 * 1024;
 
 impl<'w, W: ?Sized> Tap<'w, W> {
     fn new(inner: &'w mut W) -> Self {
-        Tap { inner, hasher: Sha256Hasher::new(), head: Vec::new() }
+        Tap { inner, hasher: digest::Context::new(&digest::SHA256), head: Vec::new() }
     }
 }
 
@@ -337,7 +353,7 @@ impl AgentBinary {
     pub fn at(path: &Path) -> Result<AgentBinary, AgentCallError> {
         let io = |source| AgentCallError::Io { path: path.to_path_buf(), source };
         let mut file = std::fs::File::open(path).map_err(io)?;
-        let mut hasher = Sha256Hasher::new();
+        let mut hasher = digest::Context::new(&digest::SHA256);
         let mut buf = vec![0u8; 1 << 20];
         let mut size = 0u64;
         loop {
@@ -348,7 +364,7 @@ impl AgentBinary {
             hasher.update(&buf[..n]);
             size += n as u64;
         }
-        Ok(AgentBinary { path: path.to_path_buf(), sha256: hex(&hasher.finalize()), size })
+        Ok(AgentBinary { path: path.to_path_buf(), sha256: hex(hasher.finish().as_ref()), size })
     }
 
     /// The running director's own binary, hashed once per process.
@@ -358,7 +374,9 @@ impl AgentBinary {
             let exe = std::env::current_exe().map_err(|e| format!("finding the running binary: {e}"))?;
             AgentBinary::at(&exe).map_err(|e| e.to_string())
         });
-        found.as_ref().map_err(|message| AgentCallError::Install { addr: "this machine".into(), message: message.clone() })
+        found
+            .as_ref()
+            .map_err(|message| AgentCallError::Install { addr: "this machine".into(), message: message.clone() })
     }
 }
 
@@ -380,7 +398,11 @@ pub async fn ensure_agent(conn: &Connection, endpoint: &SshEndpoint) -> Result<E
 /// [`ensure_agent`] with the binary to install given: when `endpoint.install_agent`, the
 /// machine's `<root>/bosh/bin/rosh` is replaced by `binary` unless `<root>/bosh/bin/rosh.sha256`
 /// already names its digest. The agent is then run with `endpoint.agent_command`.
-pub async fn ensure_agent_binary(conn: &Connection, endpoint: &SshEndpoint, binary: &AgentBinary) -> Result<EnsuredAgent, AgentCallError> {
+pub async fn ensure_agent_binary(
+    conn: &Connection,
+    endpoint: &SshEndpoint,
+    binary: &AgentBinary,
+) -> Result<EnsuredAgent, AgentCallError> {
     let client = AgentClient::for_endpoint(conn.clone(), endpoint);
     if !endpoint.install_agent {
         return Ok(EnsuredAgent { client, installed: false });
@@ -419,12 +441,7 @@ pub async fn ensure_agent_binary(conn: &Connection, endpoint: &SshEndpoint, bina
     let file = tokio::fs::File::open(&binary.path).await.map_err(io)?;
     let out = conn.exec(&script, file).await?;
     if !out.status.success() {
-        return Err(install_failed(format!(
-            "{} ({}): {}",
-            binary.path.display(),
-            out.status,
-            excerpt(&out.stderr)
-        )));
+        return Err(install_failed(format!("{} ({}): {}", binary.path.display(), out.status, excerpt(&out.stderr))));
     }
     Ok(EnsuredAgent { client, installed: true })
 }

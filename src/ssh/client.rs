@@ -13,10 +13,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rosh_cpi::SshEndpoint;
 use russh::client::{self, AuthResult};
 use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Preferred, cipher, kex};
-use rosh_cpi::SshEndpoint;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -255,7 +255,11 @@ impl Connection {
     /// Connects to `endpoint`, verifying its host key against `endpoint.host_public_key`, and
     /// logs in as `endpoint.user` with the endpoint's own key when it names one
     /// (`private_key_path`), else with `key`.
-    pub async fn connect(endpoint: &SshEndpoint, key: &DirectorKey, options: &ConnectOptions) -> Result<Connection, SshError> {
+    pub async fn connect(
+        endpoint: &SshEndpoint,
+        key: &DirectorKey,
+        options: &ConnectOptions,
+    ) -> Result<Connection, SshError> {
         let expected = parse_public_key(&endpoint.host_public_key)?;
         let login_key = match &endpoint.private_key_path {
             Some(path) => DirectorKey::load(std::path::Path::new(path))?,
@@ -297,10 +301,18 @@ impl Connection {
         let login = PrivateKeyWithHashAlg::new(login_key.private_key().clone(), rsa_hash);
         let auth = tokio::time::timeout(options.connect_timeout, handle.authenticate_publickey(&endpoint.user, login))
             .await
-            .map_err(|_| SshError::Timeout { addr: addr.clone(), step: "login".into(), after: options.connect_timeout })?
+            .map_err(|_| SshError::Timeout {
+                addr: addr.clone(),
+                step: "login".into(),
+                after: options.connect_timeout,
+            })?
             .map_err(|e| SshError::Session { addr: addr.clone(), message: format!("login: {e}") })?;
         if let AuthResult::Failure { .. } = auth {
-            return Err(SshError::AuthRefused { addr, user: endpoint.user.clone(), key_fingerprint: login_key.fingerprint() });
+            return Err(SshError::AuthRefused {
+                addr,
+                user: endpoint.user.clone(),
+                key_fingerprint: login_key.fingerprint(),
+            });
         }
         Ok(Connection {
             inner: Arc::new(Inner { handle, addr, sessions: Semaphore::new(options.max_sessions.max(1)) }),
@@ -315,7 +327,12 @@ impl Connection {
         expected: &PublicKey,
         options: &ConnectOptions,
     ) -> Result<client::Handle<PinnedHost>, AttemptError> {
-        let tcp = match tokio::time::timeout(options.connect_timeout, TcpStream::connect((endpoint.host.as_str(), endpoint.port))).await {
+        let tcp = match tokio::time::timeout(
+            options.connect_timeout,
+            TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
+        )
+        .await
+        {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => return Err(AttemptError::Tcp(e.to_string())),
             Err(_) => return Err(AttemptError::Tcp(format!("no answer within {:.1?}", options.connect_timeout))),
@@ -325,11 +342,13 @@ impl Connection {
         let judge = PinnedHost { expected: expected.clone() };
         match tokio::time::timeout(options.connect_timeout, client::connect_stream(config.clone(), tcp, judge)).await {
             Ok(Ok(handle)) => Ok(handle),
-            Ok(Err(HandshakeError::Mismatch { got_fingerprint })) => Err(AttemptError::Fatal(SshError::HostKeyMismatch {
-                host: addr.to_string(),
-                expected_fingerprint: fingerprint(expected),
-                got_fingerprint,
-            })),
+            Ok(Err(HandshakeError::Mismatch { got_fingerprint })) => {
+                Err(AttemptError::Fatal(SshError::HostKeyMismatch {
+                    host: addr.to_string(),
+                    expected_fingerprint: fingerprint(expected),
+                    got_fingerprint,
+                }))
+            }
             Ok(Err(HandshakeError::Ssh(e))) => Err(AttemptError::Handshake(e.to_string())),
             Err(_) => Err(AttemptError::HandshakeTimeout),
         }
@@ -375,9 +394,11 @@ impl Connection {
     {
         let addr = &self.inner.addr;
         let deadline = Instant::now() + self.step_timeout;
-        let timed_out = || SshError::Timeout { addr: addr.clone(), step: format!("`{command}`"), after: self.step_timeout };
+        let timed_out =
+            || SshError::Timeout { addr: addr.clone(), step: format!("`{command}`"), after: self.step_timeout };
 
-        let _permit = tokio::time::timeout_at(deadline, self.inner.sessions.acquire()).await.map_err(|_| timed_out())?;
+        let _permit =
+            tokio::time::timeout_at(deadline, self.inner.sessions.acquire()).await.map_err(|_| timed_out())?;
         let channel = tokio::time::timeout_at(deadline, self.inner.handle.channel_open_session())
             .await
             .map_err(|_| timed_out())?
@@ -487,8 +508,7 @@ impl Connection {
 
 /// Quotes `word` for a POSIX shell: the remote side runs exec commands through the login shell.
 pub fn shell_quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b));
+    let plain = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b));
     if plain { word.to_string() } else { format!("'{}'", word.replace('\'', r"'\''")) }
 }
 

@@ -92,7 +92,8 @@ impl DirectorKey {
         let io = |source| KeyError::Io { path: path.to_path_buf(), source };
         let pem = self.key.to_openssh(LineEnding::LF).map_err(|e| KeyError::Generate(e.to_string()))?;
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+        let mut file =
+            fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
         file.write_all(pem.as_bytes()).and_then(|()| file.sync_all()).map_err(io)?;
         fs::rename(&tmp, path).map_err(io)?;
         let public = path.with_extension("pub");

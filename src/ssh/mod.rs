@@ -12,7 +12,9 @@ pub mod client;
 pub mod keys;
 pub mod wipe;
 
-pub use agent_client::{AgentBinary, AgentCallError, AgentClient, EnsuredAgent, UploadSummary, ensure_agent, ensure_agent_binary};
+pub use agent_client::{
+    AgentBinary, AgentCallError, AgentClient, EnsuredAgent, UploadSummary, ensure_agent, ensure_agent_binary,
+};
 pub use client::{ConnectOptions, Connection, ExecOutput, ExitStatus, SshError, StreamedExit};
 pub use keys::{DirectorKey, KeyError};
 pub use wipe::AgentWiper;

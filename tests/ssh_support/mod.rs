@@ -61,10 +61,7 @@ impl Sshd {
 
     /// Everything but the process: for tests that start it late (a booting VM).
     pub fn prepare(port: u16) -> Sshd {
-        assert!(
-            Path::new(SSHD).exists(),
-            "{SSHD} is missing: install Debian's openssh-server (.ci/run does)"
-        );
+        assert!(Path::new(SSHD).exists(), "{SSHD} is missing: install Debian's openssh-server (.ci/run does)");
         // The privilege-separation directory sshd insists on; the package's service makes it.
         let _ = fs::create_dir_all("/run/sshd");
         let dir = tempfile::tempdir().unwrap();

@@ -132,8 +132,8 @@ impl StaticConfig {
     /// Reads the CPI's `properties` (`machines: [{name, address, port, user, private_key,
     /// host_key | known_hosts, root}]`). known_hosts files are read here, once.
     pub fn from_value(properties: &Value) -> Result<StaticConfig, ConfigError> {
-        let raw: RawConfig =
-            serde_json::from_value(properties.clone()).map_err(|e| ConfigError(format!("static CPI properties: {e}")))?;
+        let raw: RawConfig = serde_json::from_value(properties.clone())
+            .map_err(|e| ConfigError(format!("static CPI properties: {e}")))?;
         if raw.machines.is_empty() {
             return Err(ConfigError("machines: a static CPI needs at least one machine".into()));
         }
@@ -147,11 +147,11 @@ impl StaticConfig {
                 return Err(ConfigError(format!("{}: `{}` is also the name of machines[{other}]", at("name"), m.name)));
             }
             let host_key = match (&m.host_key, &m.known_hosts) {
-                (Some(line), None) => {
-                    key_of_line(line).ok_or_else(|| ConfigError(format!("{}: `{line}` is not `type base64`", at("host_key"))))?
-                }
+                (Some(line), None) => key_of_line(line)
+                    .ok_or_else(|| ConfigError(format!("{}: `{line}` is not `type base64`", at("host_key"))))?,
                 (None, Some(path)) => {
-                    let text = fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: {path}: {e}", at("known_hosts"))))?;
+                    let text = fs::read_to_string(path)
+                        .map_err(|e| ConfigError(format!("{}: {path}: {e}", at("known_hosts"))))?;
                     known_host_key(&text, &m.address, m.port).ok_or_else(|| {
                         ConfigError(format!(
                             "{}: {path} has no entry for {} (hashed entries are not read; add `host_key` instead)",
@@ -160,7 +160,9 @@ impl StaticConfig {
                         ))
                     })?
                 }
-                (Some(_), Some(_)) => return Err(ConfigError(format!("machines[{i}]: give `host_key` or `known_hosts`, not both"))),
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError(format!("machines[{i}]: give `host_key` or `known_hosts`, not both")));
+                }
                 (None, None) => {
                     return Err(ConfigError(format!(
                         "machines[{i}]: `host_key` or `known_hosts` is required: the director never accepts an unknown host key"
@@ -350,7 +352,9 @@ impl Cpi for StaticCpi {
     async fn create_stemcell(&self, req: CreateStemcell) -> Result<Cid, CpiError> {
         let props = &req.cloud_properties;
         let name = props.get("name").and_then(Value::as_str);
-        let version = props.get("version").and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_number().map(|n| n.to_string())));
+        let version = props
+            .get("version")
+            .and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_number().map(|n| n.to_string())));
         Ok(match (name, version) {
             (Some(name), Some(version)) => Cid(format!("static-{name}-{version}")),
             _ => Cid("static".into()),
@@ -368,7 +372,10 @@ impl Cpi for StaticCpi {
             let machine = match &asked {
                 Some(name) => {
                     let machine = self.machine(name).ok_or_else(|| {
-                        CpiError::new(ErrorKind::VmCreationFailed, format!("no static machine is named `{name}` (cloud_properties.machine)"))
+                        CpiError::new(
+                            ErrorKind::VmCreationFailed,
+                            format!("no static machine is named `{name}` (cloud_properties.machine)"),
+                        )
                     })?;
                     if let Some(claim) = claims.machines.get(name) {
                         return Err(CpiError::new(
@@ -378,13 +385,19 @@ impl Cpi for StaticCpi {
                     }
                     machine
                 }
-                None => self.config.machines.iter().find(|m| !claims.machines.contains_key(&m.name)).ok_or_else(|| {
-                    let names: Vec<&str> = self.config.machines.iter().map(|m| m.name.as_str()).collect();
-                    CpiError::new(
-                        ErrorKind::VmCreationFailed,
-                        format!("all {} static machines are claimed ({}): add machines or delete VMs", names.len(), names.join(", ")),
-                    )
-                })?,
+                None => {
+                    self.config.machines.iter().find(|m| !claims.machines.contains_key(&m.name)).ok_or_else(|| {
+                        let names: Vec<&str> = self.config.machines.iter().map(|m| m.name.as_str()).collect();
+                        CpiError::new(
+                            ErrorKind::VmCreationFailed,
+                            format!(
+                                "all {} static machines are claimed ({}): add machines or delete VMs",
+                                names.len(),
+                                names.join(", ")
+                            ),
+                        )
+                    })?
+                }
             };
             claims.machines.insert(
                 machine.name.clone(),
@@ -422,7 +435,10 @@ impl Cpi for StaticCpi {
             })?
         };
         self.wiper.wipe(&machine.endpoint()).await.map_err(|message| {
-            CpiError::retryable(ErrorKind::Other, format!("wiping static machine `{}` before releasing it: {message}", machine.name))
+            CpiError::retryable(
+                ErrorKind::Other,
+                format!("wiping static machine `{}` before releasing it: {message}", machine.name),
+            )
         })?;
         let _in_process = self.guard.lock().await;
         self.update_claims(|claims| Ok(((), claims.machines.remove(&vm_cid.0).is_some())))
@@ -431,7 +447,9 @@ impl Cpi for StaticCpi {
     async fn has_vm(&self, vm_cid: Cid) -> Result<bool, CpiError> {
         let machine = {
             let _in_process = self.guard.lock().await;
-            self.update_claims(|claims| Ok((claims.machines.contains_key(&vm_cid.0).then(|| self.machine(&vm_cid.0).cloned()).flatten(), false)))?
+            self.update_claims(|claims| {
+                Ok((claims.machines.contains_key(&vm_cid.0).then(|| self.machine(&vm_cid.0).cloned()).flatten(), false))
+            })?
         };
         match machine {
             Some(machine) => Ok(self.answers_ssh(&machine).await),
@@ -646,7 +664,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A port nothing listens on: bind, note it, close.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let config = StaticConfig::from_value(&json!({"machines": [{"name": "m1", "address": "127.0.0.1", "port": port, "host_key": KEY}]})).unwrap();
+        let config = StaticConfig::from_value(
+            &json!({"machines": [{"name": "m1", "address": "127.0.0.1", "port": port, "host_key": KEY}]}),
+        )
+        .unwrap();
         let mut cpi = StaticCpi::new(config, dir.path().join("claims.json"), Arc::new(Recorder::default()));
         cpi.reach_timeout = Duration::from_millis(500);
         assert!(!cpi.has_vm(Cid::from("m1")).await.unwrap());
@@ -672,14 +693,20 @@ mod tests {
     fn config_errors_name_the_machine_and_field() {
         let cases = [
             (json!({"machines": []}), "machines: a static CPI needs at least one machine"),
-            (json!({"machines": [{"name": "m", "address": "h"}]}), "machines[0]: `host_key` or `known_hosts` is required"),
+            (
+                json!({"machines": [{"name": "m", "address": "h"}]}),
+                "machines[0]: `host_key` or `known_hosts` is required",
+            ),
             (json!({"machines": [{"name": "m", "address": "h", "host_key": "nonsense"}]}), "machines[0].host_key"),
             (
                 json!({"machines": [{"name": "m", "address": "h", "host_key": KEY}, {"name": "m", "address": "i", "host_key": KEY}]}),
                 "machines[1].name: `m` is also the name of machines[0]",
             ),
             (json!({"machines": [{"name": "m", "address": "h", "host_key": KEY, "root": "var"}]}), "machines[0].root"),
-            (json!({"machines": [{"name": "m", "address": "h", "host_key": KEY, "colour": 1}]}), "unknown field `colour`"),
+            (
+                json!({"machines": [{"name": "m", "address": "h", "host_key": KEY, "colour": 1}]}),
+                "unknown field `colour`",
+            ),
         ];
         for (config, expected) in cases {
             let err = StaticConfig::from_value(&config).unwrap_err();
@@ -700,7 +727,9 @@ mod tests {
         )
         .unwrap();
         let config = |address: &str, port: u16| {
-            StaticConfig::from_value(&json!({"machines": [{"name": "m", "address": address, "port": port, "known_hosts": file}]}))
+            StaticConfig::from_value(
+                &json!({"machines": [{"name": "m", "address": address, "port": port, "known_hosts": file}]}),
+            )
         };
         assert_eq!(config("10.0.0.5", 22).unwrap().machines[0].host_key, KEY, "ed25519 preferred, comment dropped");
         assert_eq!(config("10.0.0.6", 2222).unwrap().machines[0].host_key, rsa);
