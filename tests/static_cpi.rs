@@ -175,3 +175,94 @@ async fn an_agent_of_another_version_is_replaced_and_a_missing_one_is_reported_a
     names.sort();
     assert_eq!(names, vec!["rosh", "rosh.sha256"]);
 }
+
+/// A gzipped tarball holding `files` (path, body).
+fn tgz(files: &[(&str, &str)]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (path, body) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, path, body.as_bytes()).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// Whether a process of this machine lives (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+        !matches!(state, Some(Some('Z' | 'X')) | None)
+    })
+}
+
+#[tokio::test]
+async fn jobs_are_applied_started_and_stopped_over_openssh_and_wiping_ends_them() {
+    use rosh::agent::protocol::{ApplyJob, ApplySpec, JobSelection, JobState, ProcessState, RunScript};
+
+    let sshd = Sshd::start();
+    let state = tempfile::tempdir().unwrap();
+    let key = sshd.director_key();
+    let binary = rosh_binary();
+    let cpi = static_cpi(&sshd, state.path(), &key, &binary);
+    let endpoint = cpi.create_vm(request("a")).await.unwrap().ssh.unwrap();
+    let conn = Connection::connect(&endpoint, &key, &options()).await.unwrap();
+    let agent = ensure_agent_binary(&conn, &endpoint, &binary).await.unwrap().client;
+
+    let bpm = "processes:\n  - name: ticker\n    executable: /bin/sh\n    args: [\"-c\", \"while :; do sleep 0.1; done\"]\n    shutdown_timeout: 2\n";
+    let job = tgz(&[("config/bpm.yml", bpm), ("bin/pre-start", "#!/bin/sh\necho prepared \"$ROSH_ROOT\"\n")]);
+    let job_sha = hex(&Sha256::digest(&job));
+    let job_path = state.path().join("job.tgz");
+    std::fs::write(&job_path, &job).unwrap();
+    assert_eq!(agent.upload_blobs(&[(job_sha.clone(), job_path)]).await.unwrap().uploaded, 1);
+
+    let spec = ApplySpec {
+        deployment: "d".into(),
+        instance: "web/0".into(),
+        packages: vec![],
+        jobs: vec![ApplyJob { name: "web".into(), sha256: job_sha }],
+    };
+    let applied = agent.apply(&spec).await.unwrap();
+    assert_eq!(applied.changed_jobs, vec!["web"]);
+    let ran = agent
+        .run_script(&RunScript {
+            script: "pre-start".into(),
+            jobs: vec![],
+            env: Default::default(),
+            timeout_secs: Some(30),
+        })
+        .await
+        .unwrap();
+    assert_eq!(ran.results.len(), 1);
+    assert_eq!(ran.results[0].exit_code, 0);
+    assert!(ran.results[0].stdout.contains("prepared"), "{:?}", ran.results[0]);
+
+    // `start` leaves a supervisor running on the machine: the exec must still end (the daemon
+    // does not hold the session's output open).
+    let started = agent.start(&JobSelection::default()).await.unwrap();
+    let ticker = started.processes.iter().find(|p| p.name == "ticker").expect("the bpm process is listed").clone();
+    assert_eq!(ticker.state, ProcessState::Running, "{ticker:?}");
+    let pid = ticker.pid.unwrap();
+    assert!(alive(pid));
+    let now = agent.get_state().await.unwrap();
+    assert_eq!(now.job_state, JobState::Running);
+    assert_eq!(now.applied.as_deref(), Some(applied.applied.as_str()));
+
+    let stopped = agent.stop(&JobSelection::default()).await.unwrap();
+    assert!(stopped.processes.iter().all(|p| p.state == ProcessState::Stopped), "{stopped:?}");
+    assert!(!alive(pid));
+    let restarted = agent.start(&JobSelection::default()).await.unwrap();
+    let pid = restarted.processes[0].pid.unwrap();
+    assert!(alive(pid));
+
+    // Releasing the machine wipes it through the agent: the processes end and the jobs go.
+    conn.close().await;
+    cpi.delete_vm(Cid::from("m1")).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(std::time::Instant::now() < deadline, "pid {pid} outlived the wipe");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!sshd.dir.path().join("vcap/jobs/web").exists());
+}
