@@ -374,8 +374,9 @@ impl Connection {
         self.inner.handle.is_closed()
     }
 
-    /// Runs `command` through the login shell, streaming `stdin` to it, and collects stdout and
-    /// stderr. A non-zero exit is not an error here: the caller reads [`ExecOutput::status`].
+    /// Runs `command` on the VM (OpenSSH hands it to the user's shell; a local VM's agent runs
+    /// its own verbs directly), streaming `stdin` to it, and collects stdout and stderr. A
+    /// non-zero exit is not an error here: the caller reads [`ExecOutput::status`].
     pub async fn exec(&self, command: &str, stdin: impl AsyncRead + Unpin + Send) -> Result<ExecOutput, SshError> {
         let mut stdout = Vec::new();
         let done = self.exec_streaming(command, stdin, &mut stdout).await?;

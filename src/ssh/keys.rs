@@ -13,6 +13,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::ssh_key::{HashAlg, LineEnding};
@@ -66,7 +67,10 @@ impl DirectorKey {
         // readable by others whoever made it.
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
         let key = DirectorKey::generate("rosh-director")?;
-        key.save(&path)?;
+        if !key.save_new(&path)? {
+            // Another rosh process made it first: everyone uses that one.
+            return DirectorKey::load(&path);
+        }
         Ok(DirectorKey { path: Some(path), ..key })
     }
 
@@ -87,19 +91,29 @@ impl DirectorKey {
         Ok(DirectorKey { key: Arc::new(key), path: Some(path.to_path_buf()) })
     }
 
-    /// Writes the key (0600, atomically: temp file then rename) and its `.pub` beside it.
-    fn save(&self, path: &Path) -> Result<(), KeyError> {
+    /// Writes the key (0600) at `path` unless a key is already there, and its `.pub` beside it;
+    /// false when one was. The file appears whole: written aside, then hard-linked into place,
+    /// which fails instead of replacing a key another process just made.
+    fn save_new(&self, path: &Path) -> Result<bool, KeyError> {
         let io = |source| KeyError::Io { path: path.to_path_buf(), source };
         let pem = self.key.to_openssh(LineEnding::LF).map_err(|e| KeyError::Generate(e.to_string()))?;
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        let mut file =
-            fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+        // Unique per process and per call: racers must not share a temp file.
+        static SAVES: AtomicU64 = AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
         file.write_all(pem.as_bytes()).and_then(|()| file.sync_all()).map_err(io)?;
-        fs::rename(&tmp, path).map_err(io)?;
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(io(e)),
+        }
         let public = path.with_extension("pub");
         fs::write(&public, format!("{}\n", self.public_openssh()))
             .map_err(|source| KeyError::Io { path: public.clone(), source })?;
-        Ok(())
+        Ok(true)
     }
 
     /// The file the key came from or was saved to.
@@ -164,6 +178,22 @@ mod tests {
         assert_eq!(again.public_openssh(), first.public_openssh());
         assert!(first.public_openssh().starts_with("ssh-ed25519 AAAA"));
         assert!(first.fingerprint().starts_with("SHA256:"));
+    }
+
+    #[test]
+    fn directors_racing_to_create_the_key_all_end_up_with_the_one_on_disk() {
+        let state = tempfile::tempdir().unwrap();
+        let keys: Vec<String> = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| DirectorKey::load_or_create(state.path()).unwrap().public_openssh()))
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let on_disk = DirectorKey::load(&DirectorKey::default_path(state.path())).unwrap().public_openssh();
+        assert!(keys.iter().all(|k| *k == on_disk), "{keys:?} vs {on_disk}");
+        let leftovers: Vec<_> =
+            fs::read_dir(state.path().join("director/ssh")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers.len(), 2, "only the key and its .pub: {leftovers:?}");
     }
 
     #[test]
