@@ -10,6 +10,8 @@ pub mod blobstore;
 pub mod cli;
 pub mod converge;
 pub mod manifest;
+pub mod plan;
 pub mod release;
 pub mod ssh;
 pub mod state;
+pub mod template;
