@@ -169,10 +169,36 @@ fn a_vm_made_over_the_protocol_answers_over_ssh_with_its_pinned_key_until_it_is_
     let record: Value = serde_json::from_slice(&std::fs::read(root.join("cpi.json")).unwrap()).unwrap();
     assert_eq!(record["metadata"]["instance_group"], "web");
 
+    // A command running over SSH when the VM crashes goes down with it.
+    let known_hosts = d.dir.path().join("known_hosts-long");
+    std::fs::write(&known_hosts, format!("[{}]:{} {}\n", ssh["host"].as_str().unwrap(), ssh["port"], ssh["host_public_key"].as_str().unwrap())).unwrap();
+    let mut long = Command::new("ssh")
+        .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .arg("-i")
+        .arg(&d.key)
+        .arg("-p")
+        .arg(ssh["port"].to_string())
+        .arg(format!("vcap@{}", ssh["host"].as_str().unwrap()))
+        .arg("echo $$; exec sleep 120")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(long.stdout.take().unwrap()), &mut line).unwrap();
+    let sleeper: i32 = line.trim().parse().unwrap();
+    assert_eq!(unsafe { libc::kill(sleeper, 0) }, 0, "the command runs");
+
     // SIGKILL the agent: the VM has crashed.
     let pid = agent_pid(&root);
     unsafe { libc::kill(pid, libc::SIGKILL) };
     wait_until("has_vm is false", Duration::from_secs(5), || d.ok("has_vm", json!([cid])) == json!(false));
+    wait_until("the command died with the VM", Duration::from_secs(5), || unsafe { libc::kill(sleeper, 0) } != 0);
+    let _ = long.kill();
+    let _ = long.wait();
 
     d.ok("delete_vm", json!([cid]));
     assert!(!root.exists(), "delete_vm removes the VM directory");

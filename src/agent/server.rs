@@ -376,7 +376,8 @@ async fn run_shell_on_channel(
     mut closed: watch::Receiver<bool>,
     write: &ChannelWriteHalf<Msg>,
 ) -> u32 {
-    let spawned = tokio::process::Command::new("/bin/sh")
+    let mut shell = tokio::process::Command::new("/bin/sh");
+    shell
         .arg("-c")
         .arg(command)
         .current_dir(root.path())
@@ -385,8 +386,15 @@ async fn run_shell_on_channel(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn();
+        .kill_on_drop(true);
+    // A command run over SSH dies with the VM, like its job processes (this runs on a tokio
+    // worker thread, which lives as long as the agent).
+    let parent = std::process::id();
+    // SAFETY: die_with_parent only makes async-signal-safe calls.
+    unsafe {
+        shell.pre_exec(move || super::os::die_with_parent(parent));
+    }
+    let spawned = shell.spawn();
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
