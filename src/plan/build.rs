@@ -144,6 +144,9 @@ struct GroupDraft<'a> {
     lifecycle: GroupLifecycle,
     stemcell: Option<StemcellRef>,
     azs: Vec<String>,
+    /// False when the group's AZs are wrong: its IPs are then not looked for (that would only
+    /// repeat the problem once per instance).
+    azs_ok: bool,
     nets: Vec<NetUse>,
     slots: Vec<Slot>,
     /// Per slot, per entry of `nets`: the IP assigned.
@@ -413,6 +416,7 @@ impl<'a> Builder<'a> {
             },
         };
 
+        let problems_before = self.errors.len();
         let azs = match &ig.azs {
             None => {
                 if !cc.azs.is_empty() {
@@ -435,12 +439,15 @@ impl<'a> Builder<'a> {
             }
         };
 
+        let azs_ok = self.errors.len() == problems_before;
         let nets = self.network_uses(ig, &label, count);
         let known: Vec<&KnownInstance> = self.input.known.iter().filter(|k| k.group == ig.name).collect();
         let statics = self.placing_statics(&label, &azs, &nets);
         let slots = place(&azs, count, &known, statics.as_ref(), self.input.new_id);
         let mut ips: Vec<Vec<Option<IpAddr>>> = vec![vec![None; nets.len()]; slots.len()];
-        self.other_statics(&label, &nets, &slots, &known, statics.as_ref().map(|s| s.network), &mut ips);
+        // The placing network's IPs come with the slots (none when they were refused above).
+        let placing = nets.iter().find(|u| u.statics.is_some() && u.net.kind == NetworkType::Manual).map(|u| u.name.as_str());
+        self.other_statics(&label, &nets, &slots, &known, placing, &mut ips);
 
         let vm_cloud_properties = self.vm(ig, &label);
         let env = self.mapping(&ig.env, || format!("{label}.env"));
@@ -453,6 +460,7 @@ impl<'a> Builder<'a> {
             lifecycle,
             stemcell,
             azs,
+            azs_ok,
             nets,
             slots,
             ips,
@@ -901,7 +909,7 @@ impl<'a> Builder<'a> {
             }
         }
         // New IPs, lowest first.
-        for g in groups.iter_mut() {
+        for g in groups.iter_mut().filter(|g| g.azs_ok) {
             for (s, slot) in g.slots.iter().enumerate() {
                 for (n, u) in g.nets.iter().enumerate() {
                     if u.statics.is_some() || u.net.kind != NetworkType::Manual || g.ips[s][n].is_some() {
