@@ -3,9 +3,15 @@
 //! Owns: `state.db` in the state directory (`$ROSH_STATE_DIR`, default `~/.rosh`), its schema and
 //! migrations ([`schema`]), the records of uploaded releases and stemcells, which deployment uses
 //! which of them, the event log, the state serial, and named locks between rosh processes.
+//! Since schema version 3 it also holds what deploys need to remember: versioned configs
+//! (`configs`), each deployment's last deployed manifest, its instances with their VMs, IPs
+//! and what converge last applied (`instances`), persistent disks (`disks`), the compiled
+//! package cache shared by all deployments (`compiled`) and generated variables
+//! (`variables`).
 //! Leaves to others: reading release and stemcell formats (`release`), the blobs themselves
-//! (`blobstore`; the state only names them by SHA-256 and says which are still referenced), and
-//! what deployments contain (later issues extend the schema through new migrations).
+//! (`blobstore`; the state only names them by SHA-256 and says which are still referenced),
+//! what configs and manifests mean (`manifest`; the state keeps their text as given), and the
+//! effects (`converge`: it records each effect here the moment it happens).
 //!
 //! Decisions worth knowing:
 //! - **One transaction per recorded fact.** Each `record_*`/`delete_*`/`set_*` call is one
@@ -26,12 +32,17 @@
 //! - `State` is `Send + Sync` and cheap to clone (one connection behind a mutex; SQLite
 //!   serialises writers anyway).
 
+mod compiled;
+mod configs;
 mod deployments;
+mod disks;
 mod events;
+mod instances;
 pub mod lock;
 mod releases;
 pub mod schema;
 mod stemcells;
+mod variables;
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -41,8 +52,12 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
-pub use deployments::DeploymentUsage;
+pub use compiled::{CompiledKey, CompiledPackageRecord};
+pub use configs::{Config, ConfigKind, ConfigVersion};
+pub use deployments::{DeployedManifest, DeploymentSummary};
+pub use disks::DiskRecord;
 pub use events::{Event, EventRecord};
+pub use instances::{InstanceRecord, InstanceState, VmRef};
 pub use lock::{LockGuard, LockHolder, LockInfo};
 pub use releases::{Deleted, JobRecord, PackageRecord, ReleaseRecord, ReleaseSummary};
 pub use stemcells::{StemcellRecord, StemcellSummary};
@@ -85,6 +100,33 @@ pub enum StateError {
     ReleaseInUse { release: String, deployments: Vec<String> },
     #[error("stemcell {stemcell} is in use by deployment{} {}; delete or update {} first", plural(deployments), deployments.join(", "), them(deployments))]
     StemcellInUse { stemcell: String, deployments: Vec<String> },
+    #[error("deployment {0} does not exist")]
+    DeploymentNotFound(String),
+    #[error(
+        "deployment {deployment} still has {instances} instance{} and {disks} active disk{}; \
+         delete them first, or drop their records (--force)",
+        if *instances == 1 { "" } else { "s" }, if *disks == 1 { "" } else { "s" }
+    )]
+    DeploymentInUse { deployment: String, instances: usize, disks: usize },
+    #[error("deployment {deployment} has no instance {uuid}")]
+    InstanceNotFound { deployment: String, uuid: String },
+    #[error("deployment {deployment}: {group}/{index} is already instance {holder}, not {uuid}")]
+    InstanceSlotTaken { deployment: String, group: String, index: u64, uuid: String, holder: String },
+    #[error(
+        "deployment {deployment}: instance {instance} still has VM {cid}; delete the VM and record that \
+         (set_instance_vm with None) before deleting the instance"
+    )]
+    InstanceHasVm { deployment: String, instance: String, cid: String },
+    #[error("VM {cid} (CPI {cpi}) already belongs to {holder}")]
+    VmInUse { cid: String, cpi: String, holder: String },
+    #[error("IP {ip} (network {network}) is already held by {holder}; a director hands out an IP once")]
+    IpInUse { ip: String, network: String, holder: String },
+    #[error("network {network}: `{ip}` is not an IP address")]
+    InvalidIp { network: String, ip: String },
+    #[error("disk {0} is not recorded")]
+    DiskNotFound(String),
+    #[error("{0} is not recorded")]
+    ConfigNotFound(String),
     #[error("lock {name} is held by {holder}")]
     Locked { name: String, holder: LockHolder },
     #[error("lock {name} is held by {holder}; gave up after waiting {}s", waited.as_secs())]
@@ -221,6 +263,14 @@ fn read_serial(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row("SELECT serial FROM state_serial WHERE id = 1", [], |r| r.get::<_, i64>(0)).map(|s| s as u64)
 }
 
+/// SQL for "now", in the form every timestamp in the state has (RFC 3339, UTC, seconds).
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
+
+/// The database's clock, as every stored timestamp is written.
+fn now(conn: &Connection) -> rusqlite::Result<String> {
+    conn.query_row(&format!("SELECT {NOW}"), [], |r| r.get(0))
+}
+
 /// Bumps the serial inside the fact's transaction and writes the fact's event; returns the new serial.
 fn record_fact(tx: &Transaction<'_>, event: &Event) -> Result<u64> {
     tx.execute("UPDATE state_serial SET serial = serial + 1 WHERE id = 1", [])?;
@@ -245,7 +295,7 @@ pub struct Snapshot {
     pub serial: u64,
     pub releases: Vec<ReleaseRecord>,
     pub stemcells: Vec<StemcellRecord>,
-    pub deployments: Vec<DeploymentUsage>,
+    pub deployments: Vec<DeploymentSummary>,
     pub referenced_blobs: Vec<String>,
     /// Rows per table (events, locks and the migration history left out), so a stray row that
     /// no record shows — a package no release lists — still makes two snapshots differ.

@@ -269,6 +269,7 @@ impl State {
     }
 
     /// Every blob (SHA-256) the state still needs, sorted: the rest of the blobstore is garbage.
+    /// Compiled packages count: they outlive the releases they were compiled from.
     pub fn referenced_blobs(&self) -> Result<Vec<String>> {
         referenced_blobs(&self.conn())
     }
@@ -278,6 +279,7 @@ fn referenced_blobs(conn: &Connection) -> Result<Vec<String>> {
     let mut stmt = conn.prepare(
         "SELECT blob_sha256 FROM packages WHERE blob_sha256 IS NOT NULL
          UNION SELECT blob_sha256 FROM jobs
+         UNION SELECT blob_sha256 FROM compiled_packages
          ORDER BY 1",
     )?;
     Ok(stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?)

@@ -166,6 +166,114 @@ CREATE TABLE locks (
 ALTER TABLE stemcells ADD COLUMN image_sha256 TEXT;
 "#,
     },
+    Migration {
+        version: 3,
+        description: "configs, deployed manifests, instances, IPs, disks, compiled packages, variables",
+        sql: r#"
+-- Every version of every config is kept: a deployment names the versions it was deployed with.
+-- The latest row of a (type, name) is the current one; `deleted` marks a removed config
+-- without breaking those references.
+CREATE TABLE configs (
+    id         INTEGER PRIMARY KEY,
+    type       TEXT NOT NULL CHECK (type IN ('cloud', 'runtime', 'cpi')),
+    name       TEXT NOT NULL DEFAULT 'default',
+    content    TEXT NOT NULL,
+    sha256     TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    deleted    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX configs_type_name ON configs (type, name, id);
+
+-- The last successful deploy, and a deploy in progress (NULL when none is).
+ALTER TABLE deployments ADD COLUMN manifest_text TEXT;
+ALTER TABLE deployments ADD COLUMN cloud_config_id INTEGER REFERENCES configs (id);
+ALTER TABLE deployments ADD COLUMN deployed_at TEXT;
+ALTER TABLE deployments ADD COLUMN deploying_since TEXT;
+
+CREATE TABLE deployment_runtime_configs (
+    deployment_id INTEGER NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+    config_id     INTEGER NOT NULL REFERENCES configs (id),
+    position      INTEGER NOT NULL,
+    PRIMARY KEY (deployment_id, config_id)
+);
+
+-- No ON DELETE CASCADE towards deployments: deleting a deployment that still has instances
+-- fails even if a caller forgot to check.
+CREATE TABLE instances (
+    id               INTEGER PRIMARY KEY,
+    deployment_id    INTEGER NOT NULL REFERENCES deployments (id),
+    group_name       TEXT NOT NULL,
+    idx              INTEGER NOT NULL,
+    uuid             TEXT NOT NULL,
+    az               TEXT,
+    bootstrap        INTEGER NOT NULL DEFAULT 0,
+    state            TEXT NOT NULL CHECK (state IN ('started', 'stopped', 'detached')),
+    dirty            INTEGER NOT NULL DEFAULT 0,
+    ignored          INTEGER NOT NULL DEFAULT 0,
+    vm_cid           TEXT,
+    vm_cpi           TEXT,
+    vm_endpoint_json TEXT,
+    vm_created_at    TEXT,
+    applied_json     TEXT,
+    applied_digest   TEXT,
+    updated_at       TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    UNIQUE (deployment_id, uuid),
+    UNIQUE (deployment_id, group_name, idx)
+);
+-- One VM belongs to one instance.
+CREATE UNIQUE INDEX instances_vm ON instances (vm_cpi, vm_cid) WHERE vm_cid IS NOT NULL;
+
+-- A director hands out an IP once, whichever deployment asks.
+CREATE TABLE instance_ips (
+    instance_id INTEGER NOT NULL REFERENCES instances (id) ON DELETE CASCADE,
+    network     TEXT NOT NULL,
+    ip          TEXT NOT NULL UNIQUE,
+    PRIMARY KEY (instance_id, network)
+);
+
+-- Disks name their deployment rather than reference it: an orphaned disk outlives its
+-- deployment, and is kept until deleted on purpose.
+CREATE TABLE disks (
+    id                    INTEGER PRIMARY KEY,
+    disk_cid              TEXT NOT NULL UNIQUE,
+    cpi                   TEXT NOT NULL,
+    deployment            TEXT NOT NULL,
+    instance_uuid         TEXT,
+    size_mb               INTEGER NOT NULL,
+    cloud_properties_json TEXT NOT NULL,
+    active                INTEGER NOT NULL,
+    created_at            TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    orphaned_at           TEXT
+);
+CREATE INDEX disks_instance ON disks (deployment, instance_uuid);
+CREATE UNIQUE INDEX disks_active ON disks (deployment, instance_uuid) WHERE active = 1 AND instance_uuid IS NOT NULL;
+
+-- Shared by every deployment; kept when releases go (their blobs are referenced).
+CREATE TABLE compiled_packages (
+    id               INTEGER PRIMARY KEY,
+    name             TEXT NOT NULL,
+    fingerprint      TEXT NOT NULL,
+    stemcell_os      TEXT NOT NULL,
+    stemcell_version TEXT NOT NULL,
+    dependency_key   TEXT NOT NULL,
+    blob_sha256      TEXT NOT NULL,
+    sha1             TEXT NOT NULL,
+    size             INTEGER NOT NULL,
+    created_at       TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    UNIQUE (name, fingerprint, stemcell_os, stemcell_version, dependency_key)
+);
+CREATE INDEX compiled_packages_blob ON compiled_packages (blob_sha256);
+
+-- Generated credentials: secrets, never printed.
+CREATE TABLE variables (
+    deployment_id INTEGER NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+    name          TEXT NOT NULL,
+    value_json    TEXT NOT NULL,
+    created_at    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    PRIMARY KEY (deployment_id, name)
+);
+"#,
+    },
 ];
 
 /// The schema version this rosh writes.
