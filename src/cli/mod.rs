@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 pub mod agent;
 pub mod artifacts;
+pub mod configs;
 pub mod cpi;
 pub mod create_release;
 pub mod create_stemcell;
@@ -61,6 +62,20 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// rosh's own CPIs behind the BOSH CPI protocol (`rosh cpi serve local`).
     Cpi(cpi::CpiArgs),
+    /// Validate a cloud config and store it as the director's next version.
+    UpdateCloudConfig(configs::UpdateArgs),
+    /// Print the stored cloud config.
+    CloudConfig(configs::ShowArgs),
+    /// Validate a runtime config and store it as the next version of its name.
+    UpdateRuntimeConfig(configs::UpdateRuntimeArgs),
+    /// Print a stored runtime config.
+    RuntimeConfig(configs::ShowRuntimeArgs),
+    /// Validate a CPI config and store it as the director's next version.
+    UpdateCpiConfig(configs::UpdateArgs),
+    /// Print the stored CPI config.
+    CpiConfig(configs::ShowArgs),
+    /// List the current version of every stored config.
+    Configs(configs::ConfigsArgs),
 }
 
 /// Runs the CLI with the process arguments and returns the exit code.
@@ -81,6 +96,13 @@ pub fn main() -> ExitCode {
         Command::DeleteStemcell(args) => artifacts::delete_stemcell(args),
         Command::Agent(args) => agent::run(args),
         Command::Cpi(args) => cpi::run(args),
+        Command::UpdateCloudConfig(args) => configs::update_cloud_config(args),
+        Command::CloudConfig(args) => configs::cloud_config(args),
+        Command::UpdateRuntimeConfig(args) => configs::update_runtime_config(args),
+        Command::RuntimeConfig(args) => configs::runtime_config(args),
+        Command::UpdateCpiConfig(args) => configs::update_cpi_config(args),
+        Command::CpiConfig(args) => configs::cpi_config(args),
+        Command::Configs(args) => configs::configs(args),
     };
     match result {
         Ok(code) => code,
