@@ -20,7 +20,12 @@
 //!   with `synchronous = FULL`: a committed fact survives power loss, not only a process crash.
 //! - **The serial** ([`State::serial`]) counts changes to what rosh holds; a saved plan records it
 //!   and is refused once it moved. Events recorded on their own ([`State::record_event`]), lock
-//!   traffic and no-ops (uploading a release that is already there) do not move it.
+//!   traffic and no-ops (uploading a release that is already there, writing an instance record
+//!   as it already is, a config with the content it has) do not move it. Writes that may be
+//!   no-ops return the serial, moved or not.
+//! - **Secrets stay inside.** Generated variables and the specs converge applied (which may hold
+//!   rendered secrets) are read through their getters only: events name variables, never their
+//!   values, and `InstanceRecord` neither serializes nor `Debug`-prints its applied spec.
 //! - **Dedupe by fingerprint.** Jobs and packages are stored once per (name, fingerprint) and
 //!   joined to each release version that lists them, as the BOSH director does: the second
 //!   release carrying a package reuses the first one's blob. Deleting the last release version
