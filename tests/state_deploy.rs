@@ -137,13 +137,12 @@ fn make_v2_database(dir: &Path) {
 
 #[test]
 fn a_database_of_the_previous_schema_upgrades_and_keeps_its_records() {
-    assert_eq!(schema::LATEST, 3, "this test upgrades from version 2 to 3");
     let dir = tempfile::tempdir().unwrap();
     make_v2_database(dir.path());
 
     let state = State::open(dir.path()).unwrap();
 
-    assert_eq!(state.schema_version().unwrap(), 3);
+    assert_eq!(state.schema_version().unwrap(), schema::LATEST);
     assert_eq!(state.serial().unwrap(), 3, "migrating is not a fact");
     let deployments = state.deployments().unwrap();
     assert_eq!(deployments.len(), 1);
@@ -160,7 +159,7 @@ fn a_database_of_the_previous_schema_upgrades_and_keeps_its_records() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    assert_eq!(history, vec![1, 2, 3]);
+    assert_eq!(history, (1..=schema::LATEST).collect::<Vec<_>>());
 
     // The old deployment takes the new records.
     let mut router = instance("cf", "router", 0, "u-router-0");
@@ -676,4 +675,44 @@ fn a_deployment_with_instances_or_disks_is_deleted_only_when_told_to_drop_record
     state.set_deploying("empty", true).unwrap();
     state.delete_deployment("empty", false).unwrap();
     assert!(state.deployments().unwrap().is_empty());
+}
+
+#[test]
+fn a_stemcell_is_recorded_once_per_cpi_it_was_uploaded_to() {
+    let (_dir, state) = open();
+    let name = "bosh-warden-boshlite-ubuntu-jammy-go_agent";
+    state
+        .record_stemcell(&rosh::state::StemcellRecord {
+            name: name.into(),
+            version: "1.406".into(),
+            operating_system: "ubuntu-jammy".into(),
+            api_version: Some(3),
+            cid: None,
+            sha1: None,
+            cloud_properties_json: "{}".into(),
+            formats: Vec::new(),
+            image_sha256: None,
+        })
+        .unwrap();
+    assert_eq!(state.stemcell_cid("laptop", name, "1.406").unwrap(), None);
+
+    let before = state.serial().unwrap();
+    let serial = state.set_stemcell_cid("laptop", name, "1.406", "img-1").unwrap();
+    assert_fact(&state, before, serial, "upload", "stemcell", None);
+    assert_eq!(state.events(1).unwrap()[0].context.as_deref(), Some("to CPI laptop as img-1"));
+    let events = event_count(&state);
+    assert_no_change(&state, serial, state.set_stemcell_cid("laptop", name, "1.406", "img-1").unwrap(), events);
+    state.set_stemcell_cid("rack", name, "1.406", "static").unwrap();
+    assert_eq!(state.stemcell_cid("laptop", name, "1.406").unwrap().as_deref(), Some("img-1"));
+    assert_eq!(
+        state.stemcell_cids(name, "1.406").unwrap(),
+        vec![("laptop".to_string(), "img-1".to_string()), ("rack".to_string(), "static".to_string())]
+    );
+    assert!(matches!(
+        state.set_stemcell_cid("laptop", name, "9.9", "img-9").unwrap_err(),
+        StateError::StemcellNotFound(_)
+    ));
+
+    state.delete_stemcell(name, "1.406").unwrap();
+    assert!(state.stemcell_cids(name, "1.406").unwrap().is_empty(), "the record's cids go with it");
 }

@@ -274,6 +274,20 @@ CREATE TABLE variables (
 );
 "#,
     },
+    Migration {
+        version: 4,
+        description: "stemcell cids per CPI",
+        sql: r#"
+-- A stemcell is uploaded to each CPI that makes VMs from it, once: the CPI's id for it.
+CREATE TABLE stemcell_cids (
+    stemcell_id INTEGER NOT NULL REFERENCES stemcells (id) ON DELETE CASCADE,
+    cpi         TEXT NOT NULL,
+    cid         TEXT NOT NULL,
+    created_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    PRIMARY KEY (stemcell_id, cpi)
+);
+"#,
+    },
 ];
 
 /// The schema version this rosh writes.

@@ -1,8 +1,12 @@
-//! Uploaded stemcells.
+//! Uploaded stemcells, and the cid each CPI gave a stemcell when it was uploaded there.
+//!
+//! A stemcell's image goes to a CPI the first time a deploy needs it on that CPI; the cid is
+//! recorded per (stemcell, CPI name). Deleting a stemcell record drops its cids: deleting the
+//! images from the CPIs first ([`State::stemcell_cids`] lists them) is the caller's job.
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::{Event, Recorded, Result, State, StateError, from_json, record_fact, to_json};
+use super::{Event, NOW, Recorded, Result, State, StateError, from_json, read_serial, record_fact, to_json};
 
 /// A stemcell as uploaded: what its `stemcell.MF` says, and its id in the CPI once created there.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -119,6 +123,54 @@ impl State {
         let Some((mut record, formats)) = row else { return Ok(None) };
         record.formats = from_json(|| format!("formats of stemcell {name}/{version}"), &formats)?;
         Ok(Some(record))
+    }
+
+    /// The cid CPI `cpi` gave stemcell `name`/`version`, if it was uploaded there.
+    pub fn stemcell_cid(&self, cpi: &str, name: &str, version: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT c.cid FROM stemcell_cids c JOIN stemcells s ON s.id = c.stemcell_id
+                 WHERE c.cpi = ?1 AND s.name = ?2 AND s.version = ?3",
+                [cpi, name, version],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Every (CPI name, cid) of stemcell `name`/`version`, by CPI name: what to delete from
+    /// the CPIs before the stemcell's record goes.
+    pub fn stemcell_cids(&self, name: &str, version: &str) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT c.cpi, c.cid FROM stemcell_cids c JOIN stemcells s ON s.id = c.stemcell_id
+             WHERE s.name = ?1 AND s.version = ?2 ORDER BY c.cpi",
+        )?;
+        Ok(stmt.query_map([name, version], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records that CPI `cpi` holds stemcell `name`/`version` as `cid`, replacing an earlier cid
+    /// there. The stemcell must be uploaded. Returns the serial, which moves only on a change.
+    pub fn set_stemcell_cid(&self, cpi: &str, name: &str, version: &str, cid: &str) -> Result<u64> {
+        let label = format!("{name}/{version}");
+        self.write(|tx| {
+            let id = find_stemcell(tx, name, version)?.ok_or_else(|| StateError::StemcellNotFound(label.clone()))?;
+            let old: Option<String> = tx
+                .query_row("SELECT cid FROM stemcell_cids WHERE stemcell_id = ?1 AND cpi = ?2", (id, cpi), |r| r.get(0))
+                .optional()?;
+            if old.as_deref() == Some(cid) {
+                return Ok(read_serial(tx)?);
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO stemcell_cids (stemcell_id, cpi, cid) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (stemcell_id, cpi) DO UPDATE SET cid = ?3, created_at = {NOW}"
+                ),
+                (id, cpi, cid),
+            )?;
+            let event = Event::new("upload", "stemcell", label.clone()).context(format!("to CPI {cpi} as {cid}"));
+            record_fact(tx, &event)
+        })
     }
 
     /// Deletes a stemcell; refused while a deployment uses it.
