@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod blobstore;
 pub mod cli;
+pub mod compile;
 pub mod converge;
 pub mod manifest;
 pub mod plan;

@@ -103,8 +103,25 @@ pub fn render_file(path: &Path, flags: &VarFlags) -> anyhow::Result<Value> {
 
 /// As [`render_file`], for a document already in hand (`name` is used in errors).
 pub fn render_document(raw: Value, name: &str, flags: &VarFlags) -> anyhow::Result<Value> {
+    Ok(render_with_store(raw, name, flags, None)?.0)
+}
+
+/// As [`render_document`], with `store` as the vars store when `--vars-store` is not given (a
+/// deployment's variables kept in the director's state): missing variables it defines are
+/// generated into it. Answers the document and the store when something was generated into it.
+pub fn render_with_store(
+    raw: Value,
+    name: &str,
+    flags: &VarFlags,
+    store: Option<crate::manifest::yaml::Mapping>,
+) -> anyhow::Result<(Value, Option<VarsStore>)> {
     let ops = read_ops(&flags.ops_files)?;
     let mut variables = load_variables(flags)?;
+    if flags.vars_store.is_none()
+        && let Some(values) = store
+    {
+        variables = Variables::new(load_sources(flags)?, Some(VarsStore::new(values)));
+    }
 
     let mut doc = raw.clone();
     patch::apply_all(&mut doc, &ops)?;
@@ -119,12 +136,14 @@ pub fn render_document(raw: Value, name: &str, flags: &VarFlags) -> anyhow::Resu
         write_store(store_path, store).with_context(|| format!("writing vars store {}", store_path.display()))?;
     }
 
-    result.map_err(|e| match e {
+    let generated = if flags.vars_store.is_none() { variables.into_store().filter(VarsStore::changed) } else { None };
+    let doc = result.map_err(|e| match e {
         InterpolateError::Vars { missing, unused } => {
             anyhow!("{name}: {}", describe_var_errors(&missing, &unused, &raw, name, &ops))
         }
         other => anyhow!("{name}: {other}"),
-    })
+    })?;
+    Ok((doc, generated))
 }
 
 fn describe_var_errors(missing: &[Missing], unused: &[String], raw: &Value, name: &str, ops: &[SourcedOp]) -> String {
@@ -193,6 +212,24 @@ fn read_ops(paths: &[PathBuf]) -> anyhow::Result<Vec<SourcedOp>> {
 }
 
 fn load_variables(flags: &VarFlags) -> anyhow::Result<Variables> {
+    let sources = load_sources(flags)?;
+    let store = match &flags.vars_store {
+        None => None,
+        Some(path) => {
+            let existing = match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    vars::vars_file(yaml::parse(&text, &path.display().to_string())?, &path.display().to_string())?
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+                Err(e) => return Err(e).with_context(|| format!("reading vars store {}", path.display())),
+            };
+            Some(VarsStore::new(existing))
+        }
+    };
+    Ok(Variables::new(sources, store))
+}
+
+fn load_sources(flags: &VarFlags) -> anyhow::Result<Sources> {
     let mut sources = Sources::default();
     for prefix in &flags.vars_env {
         sources.vars_env.push(vars::vars_from_env(prefix, std::env::vars())?);
@@ -209,20 +246,7 @@ fn load_variables(flags: &VarFlags) -> anyhow::Result<Variables> {
     for arg in &flags.vars {
         sources.var_kvs.push(vars::parse_var_kv(arg)?);
     }
-    let store = match &flags.vars_store {
-        None => None,
-        Some(path) => {
-            let existing = match std::fs::read_to_string(path) {
-                Ok(text) => {
-                    vars::vars_file(yaml::parse(&text, &path.display().to_string())?, &path.display().to_string())?
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
-                Err(e) => return Err(e).with_context(|| format!("reading vars store {}", path.display())),
-            };
-            Some(VarsStore::new(existing))
-        }
-    };
-    Ok(Variables::new(sources, store))
+    Ok(sources)
 }
 
 /// Writes the store next to its final place and renames it over, so a crash never leaves a

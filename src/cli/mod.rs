@@ -13,6 +13,8 @@ pub mod agent;
 pub mod artifacts;
 pub mod configs;
 pub mod cpi;
+pub mod deploy;
+pub mod progress;
 pub mod create_release;
 pub mod create_stemcell;
 pub mod interpolate;
@@ -23,6 +25,9 @@ pub mod validate;
 #[derive(Debug, Parser)]
 #[command(name = "rosh", version, about = "A BOSH-like deployment orchestrator", propagate_version = true)]
 pub struct Cli {
+    /// The deployment a command acts on (as `bosh -d`).
+    #[arg(short = 'd', long = "deployment", global = true, env = "ROSH_DEPLOYMENT", value_name = "NAME")]
+    pub deployment: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -60,6 +65,8 @@ pub enum Command {
     /// The VM side: agent verbs, the process supervisor, the local VM's SSH server.
     #[command(hide = true)]
     Agent(agent::AgentArgs),
+    /// Deploy a manifest: compile what is missing, create and converge VMs (`rosh -d NAME deploy M`).
+    Deploy(deploy::DeployArgs),
     /// rosh's own CPIs behind the BOSH CPI protocol (`rosh cpi serve local`).
     Cpi(cpi::CpiArgs),
     /// Validate a cloud config and store it as the director's next version.
@@ -96,6 +103,7 @@ pub fn main() -> ExitCode {
         Command::DeleteStemcell(args) => artifacts::delete_stemcell(args),
         Command::Agent(args) => agent::run(args),
         Command::Cpi(args) => cpi::run(args),
+        Command::Deploy(args) => deploy::run(cli.deployment, args),
         Command::UpdateCloudConfig(args) => configs::update_cloud_config(args),
         Command::CloudConfig(args) => configs::cloud_config(args),
         Command::UpdateRuntimeConfig(args) => configs::update_runtime_config(args),

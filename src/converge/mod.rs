@@ -3,3 +3,6 @@
 //! with the deploy pipeline.
 
 pub mod cpis;
+pub mod deploy;
+pub mod report;
+pub mod vm;

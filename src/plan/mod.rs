@@ -5,6 +5,7 @@
 
 mod addons;
 pub mod build;
+pub mod changes;
 pub mod desired;
 pub mod graph;
 mod ips;

@@ -1,0 +1,399 @@
+//! `rosh -d NAME deploy MANIFEST`: a manifest to running VMs, as `bosh deploy`.
+//!
+//! Owns the IO around the engine: reading the manifest (with the interpolate flags; generated
+//! variables go into the director's state unless `--vars-store` is given), the configs (stored
+//! ones, or `--cloud-config FILE` used directly), the deployment lock, opening the CPIs, making
+//! stemcells known to them, and the summary. Everything that can be checked is checked before
+//! any VM is touched: the manifest model, the desired deployment (releases, stemcells, links,
+//! IPs, properties), the link order, and the package graph.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use rosh_cpi::{Cid, Cpi, CreateStemcell, NetworkSettings};
+
+use super::interpolate::{VarFlags, render_with_store};
+use super::progress;
+use crate::blobstore::{Blobstore, LocalBlobstore};
+use crate::compile::{self, Target, Workers};
+use crate::converge::cpis::{self, CpiEnv};
+use crate::converge::deploy::{CompiledByGroup, CpiSet, DeployOptions, Deployer};
+use crate::converge::report::Reporter;
+use crate::converge::vm::Reach;
+use crate::manifest::model::cpi_config::CpiConfig;
+use crate::manifest::model::{CloudConfig, Deployment, Param, RuntimeConfig};
+use crate::manifest::yaml::{self, Value};
+use crate::plan::desired::DesiredDeployment;
+use crate::ssh::agent_client::AgentBinary;
+use crate::ssh::keys::DirectorKey;
+use crate::state::{ConfigKind, State};
+
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// The deployment manifest.
+    pub manifest: PathBuf,
+    #[command(flatten)]
+    pub flags: VarFlags,
+    /// Use this cloud config instead of the stored one.
+    #[arg(long, value_name = "PATH")]
+    pub cloud_config: Option<PathBuf>,
+    /// Recreate every VM, even unchanged ones.
+    #[arg(long)]
+    pub recreate: bool,
+    /// Override every group's canaries.
+    #[arg(long, value_name = "N")]
+    pub canaries: Option<u64>,
+    /// Override every group's max_in_flight.
+    #[arg(long, value_name = "N")]
+    pub max_in_flight: Option<u64>,
+    /// Do not run drain scripts.
+    #[arg(long)]
+    pub skip_drain: bool,
+    /// No confirmation (rosh does not ask; accepted for bosh compatibility).
+    #[arg(short = 'n', long = "non-interactive")]
+    pub non_interactive: bool,
+    /// Print progress events and the summary as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The director's stores and identity.
+pub struct Director {
+    pub state: State,
+    pub blobs: LocalBlobstore,
+    pub state_dir: PathBuf,
+}
+
+impl Director {
+    pub fn open() -> anyhow::Result<Director> {
+        let state_dir = State::default_dir()?;
+        let state = State::open(&state_dir)?;
+        let blobs = LocalBlobstore::open(LocalBlobstore::default_root(&state_dir))?;
+        Ok(Director { state, blobs, state_dir })
+    }
+
+    /// The CPI config in force (the stored one, else the local CPI alone).
+    pub fn cpi_config(&self) -> anyhow::Result<CpiConfig> {
+        match self.state.latest_config(ConfigKind::Cpi, "default")? {
+            Some(config) => {
+                let doc = yaml::parse(&config.content, "cpi config")?;
+                Ok(CpiConfig::from_value(doc, "cpi config")?)
+            }
+            None => Ok(CpiConfig::default_local()),
+        }
+    }
+
+    /// Every CPI of the CPI config, opened.
+    pub fn cpis(&self) -> anyhow::Result<CpiSet> {
+        let config = self.cpi_config()?;
+        let env = CpiEnv::new(&self.state_dir)?;
+        let mut set = BTreeMap::new();
+        for def in &config.cpis {
+            set.insert(def.name.clone(), cpis::open(def, &env)?);
+        }
+        let default = config.default_cpi().map(|d| d.name.clone()).unwrap_or_else(|| config.cpis[0].name.clone());
+        Ok(CpiSet { cpis: set, default })
+    }
+
+    /// How this director reaches VMs.
+    pub fn reach(&self) -> anyhow::Result<Reach> {
+        let key = DirectorKey::load_or_create(&self.state_dir)?;
+        let exe = std::env::current_exe().context("finding the rosh binary")?;
+        Ok(Reach {
+            key,
+            agent_binary: Arc::new(AgentBinary::at(&exe)?),
+            boot_timeout: Duration::from_secs(60),
+            step_timeout: Duration::from_secs(900),
+        })
+    }
+}
+
+pub fn run(deployment: Option<String>, args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let director = Director::open()?;
+    let reporter = progress::reporter(args.json);
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(deploy(&director, deployment.as_deref(), &args, reporter.as_ref()))?;
+    let summary = format!(
+        "Deployed in {:.1}s: {} created, {} updated, {} recreated, {} deleted, {} unchanged; {} packages compiled, {} from cache",
+        started.elapsed().as_secs_f64(),
+        report.created,
+        report.updated,
+        report.recreated,
+        report.deleted,
+        report.unchanged,
+        report.packages_compiled,
+        report.packages_cached
+    );
+    if args.json {
+        println!("{}", serde_json::json!({"event": "summary", "report": report, "elapsed_ms": started.elapsed().as_millis() as u64}));
+    } else {
+        println!("{summary}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the manifest with its variables (generated ones kept in the state).
+pub fn read_manifest(director: &Director, path: &std::path::Path, flags: &VarFlags, expected_name: Option<&str>) -> anyhow::Result<(Value, Deployment)> {
+    let display = path.display().to_string();
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {display}"))?;
+    let raw = yaml::parse(&text, &display)?;
+    let name = raw.get("name").and_then(Value::as_str).map(str::to_string);
+    let Some(name) = name else { bail!("{display}: name: a deployment manifest needs a name") };
+    if let Some(expected) = expected_name
+        && expected != name
+    {
+        bail!("{display}: name: the manifest deploys `{name}`, but -d says `{expected}`");
+    }
+    let stored: crate::manifest::yaml::Mapping = director
+        .state
+        .variables(&name)?
+        .into_iter()
+        .map(|(k, v)| Ok((Value::String(k), serde_yaml_ng::to_value(v)?)))
+        .collect::<anyhow::Result<_>>()?;
+    let (doc, generated) = render_with_store(raw, &display, flags, Some(stored))?;
+    if let Some(store) = generated {
+        let values: BTreeMap<String, serde_json::Value> = store
+            .values()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), yaml::to_json(v))))
+            .collect();
+        director.state.set_variables(&name, &values)?;
+    }
+    let loaded = Deployment::from_value(&doc).map_err(|e| anyhow!("{display}: {e}"))?;
+    Ok((doc, loaded.model))
+}
+
+/// The cloud config in force: `--cloud-config FILE`, else the stored one.
+pub fn cloud_config(director: &Director, file: Option<&std::path::Path>) -> anyhow::Result<(CloudConfig, Option<i64>)> {
+    let (text, display, id) = match file {
+        Some(path) => (std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?, path.display().to_string(), None),
+        None => match director.state.latest_config(ConfigKind::Cloud, "default")? {
+            Some(config) => (config.content, "cloud config".to_string(), Some(config.id)),
+            None => bail!("no cloud config: give --cloud-config FILE or run `rosh update-cloud-config FILE` first"),
+        },
+    };
+    let doc = yaml::parse(&text, &display)?;
+    let loaded = CloudConfig::from_value(&doc).map_err(|e| anyhow!("{display}: {e}"))?;
+    Ok((loaded.model, id))
+}
+
+/// The stored runtime configs, by name.
+pub fn runtime_configs(director: &Director) -> anyhow::Result<(Vec<(String, RuntimeConfig)>, Vec<i64>)> {
+    let mut configs = Vec::new();
+    let mut ids = Vec::new();
+    for config in director.state.latest_configs(ConfigKind::Runtime)? {
+        let display = format!("runtime config '{}'", config.name);
+        let doc = yaml::parse(&config.content, &display)?;
+        let model = RuntimeConfig::from_value(&doc, &config.name).map_err(|e| anyhow!("{display}: {e}"))?;
+        configs.push((config.name.clone(), model.model));
+        ids.push(config.id);
+    }
+    Ok((configs, ids))
+}
+
+async fn deploy(director: &Director, deployment: Option<&str>, args: &DeployArgs, reporter: &dyn Reporter) -> anyhow::Result<crate::converge::deploy::DeployReport> {
+    let state = &director.state;
+    let (doc, manifest) = read_manifest(director, &args.manifest, &args.flags, deployment)?;
+    let (cloud, cloud_id) = cloud_config(director, args.cloud_config.as_deref())?;
+    let (runtimes, runtime_ids) = runtime_configs(director)?;
+    let _lock = state.lock(&format!("deployment:{}", manifest.name), Some(Duration::from_secs(5)))?;
+
+    let desired = desire(director, &manifest, &cloud, &runtimes)?;
+    for warning in &desired.warnings {
+        reporter.note(&format!("warning: {warning}"));
+    }
+    let cpis = director.cpis()?;
+    let reach = director.reach()?;
+
+    // Stemcells known to every CPI that will make a VM with them.
+    let mut stemcell_cids = BTreeMap::new();
+    let compilation_cpi = compilation_cpi(&cloud, &cpis)?;
+    for group in &desired.groups {
+        let mut cpi_names: Vec<Option<String>> = group.instances.iter().map(|i| i.cpi.clone()).collect();
+        cpi_names.push(Some(compilation_cpi.clone()));
+        cpi_names.sort();
+        cpi_names.dedup();
+        for name in cpi_names {
+            let (cpi_name, cpi) = cpis.get(name.as_deref())?;
+            let key = (cpi_name.clone(), format!("{}/{}", group.stemcell.name, group.stemcell.version));
+            if !stemcell_cids.contains_key(&key) {
+                let cid = ensure_stemcell(director, &cpi_name, cpi.as_ref(), &group.stemcell.name, &group.stemcell.version).await?;
+                stemcell_cids.insert(key, cid);
+            }
+        }
+    }
+
+    // Packages: compiled once per stemcell, shared by every group needing them.
+    let workers = compile_workers(&cloud, &cpis, &reach)?;
+    let mut wanted = Vec::new();
+    for group in &desired.groups {
+        let key = (compilation_cpi.clone(), format!("{}/{}", group.stemcell.name, group.stemcell.version));
+        let target = Target { os: group.stemcell.os.clone(), version: group.stemcell.version.clone(), stemcell_cid: stemcell_cids[&key].clone() };
+        wanted.push((target, group.packages.clone()));
+    }
+    let compiled = compile::compile(state, &director.blobs, &reach, &workers, &wanted, reporter).await?;
+    let mut by_group: CompiledByGroup = BTreeMap::new();
+    for group in &desired.groups {
+        let list = group
+            .packages
+            .iter()
+            .map(|p| {
+                let record = compiled
+                    .packages
+                    .get(&(p.release.clone(), p.name.clone()))
+                    .cloned()
+                    .ok_or_else(|| anyhow!("package {} was not compiled", p.name))?;
+                Ok((p.name.clone(), record))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        by_group.insert(group.name.clone(), list);
+    }
+
+    let options = DeployOptions {
+        recreate: args.recreate,
+        canaries: args.canaries,
+        max_in_flight: args.max_in_flight,
+        skip_drain: args.skip_drain,
+    };
+    let deployer = Deployer::new(state, &director.blobs, &cpis, reach, reporter, options, stemcell_cids);
+    let mut report = deployer.deploy(&desired, &by_group).await?;
+    report.packages_compiled = compiled.compiled;
+    report.packages_cached = compiled.cached;
+
+    state.set_deployment_usage(&desired.name, &desired.releases, &desired.stemcells.iter().map(|s| (s.name.clone(), s.version.clone())).collect::<Vec<_>>())?;
+    state.record_deployed_manifest(&desired.name, &yaml::to_string(&doc), cloud_id, &runtime_ids)?;
+    Ok(report)
+}
+
+/// The desired deployment from the manifest, the configs and what is uploaded and recorded.
+pub fn desire(director: &Director, manifest: &Deployment, cloud: &CloudConfig, runtimes: &[(String, RuntimeConfig)]) -> anyhow::Result<DesiredDeployment> {
+    let state = &director.state;
+    let releases = state
+        .releases()?
+        .into_iter()
+        .map(|summary| state.release(&summary.name, &summary.version))
+        .filter_map(|r| r.transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    let stemcells = state
+        .stemcells()?
+        .into_iter()
+        .map(|summary| state.stemcell(&summary.name, &summary.version))
+        .filter_map(|r| r.transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    let known = state
+        .instances(&manifest.name)?
+        .into_iter()
+        .map(|r| crate::plan::build::KnownInstance {
+            group: r.group,
+            index: r.index,
+            id: r.uuid,
+            az: r.az,
+            ips: r.ips.into_iter().filter_map(|(net, ip)| Some((net, ip.parse().ok()?))).collect(),
+            bootstrap: r.bootstrap,
+        })
+        .collect::<Vec<_>>();
+    let own_ips: std::collections::BTreeSet<std::net::IpAddr> = known.iter().flat_map(|k| k.ips.values().copied()).collect();
+    let elsewhere = state
+        .ips_in_use()?
+        .into_iter()
+        .filter_map(|ip| ip.parse().ok())
+        .filter(|ip| !own_ips.contains(ip))
+        .collect();
+    let new_id = crate::plan::random_id;
+    let input = crate::plan::build::DesiredInput {
+        manifest,
+        cloud_config: cloud,
+        runtime_configs: runtimes,
+        releases: &releases,
+        stemcells: &stemcells,
+        known: &known,
+        reserved_elsewhere: &elsewhere,
+        new_id: &new_id,
+    };
+    let desired = crate::plan::build::build(&input).map_err(|problems| {
+        anyhow!("{}: {}", manifest.name, problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))
+    })?;
+    let graph = crate::plan::graph::LinkGraph::new(&desired);
+    if let Err(errors) = graph.check_order(&desired.groups) {
+        bail!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"));
+    }
+    Ok(desired)
+}
+
+fn compilation_cpi(cloud: &CloudConfig, cpis: &CpiSet) -> anyhow::Result<String> {
+    let az = cloud.compilation.as_ref().and_then(|c| c.az.as_ref()).and_then(param_str);
+    let cpi = az.and_then(|az| cloud.azs.iter().find(|a| a.name == az)).and_then(|a| a.cpi.clone());
+    Ok(cpis.get(cpi.as_deref())?.0)
+}
+
+fn param_str(p: &Param<String>) -> Option<String> {
+    match p {
+        Param::Literal(v) => Some(v.clone()),
+        Param::Var(_) => None,
+    }
+}
+
+fn compile_workers(cloud: &CloudConfig, cpis: &CpiSet, _reach: &Reach) -> anyhow::Result<Workers> {
+    let Some(compilation) = &cloud.compilation else {
+        bail!("the cloud config has no `compilation` section: packages cannot be compiled");
+    };
+    let workers = match &compilation.workers {
+        Param::Literal(n) => *n as usize,
+        Param::Var(v) => bail!("compilation.workers is still the variable (({v}))"),
+    };
+    let network = param_str(&compilation.network).ok_or_else(|| anyhow!("compilation.network is a variable"))?;
+    let mut cloud_properties = serde_json::json!({});
+    if let Some(vm_type) = compilation.vm_type.as_ref().and_then(param_str) {
+        let found = cloud.vm_types.iter().find(|t| t.name == vm_type).ok_or_else(|| anyhow!("compilation.vm_type: `{vm_type}` is not a vm_type of the cloud config"))?;
+        cloud_properties = yaml::to_json(&Value::Mapping(match &found.cloud_properties {
+            Param::Literal(m) => m.clone(),
+            Param::Var(_) => Default::default(),
+        }));
+    }
+    if let Some(Param::Literal(extra)) = &compilation.cloud_properties {
+        cloud_properties = yaml::to_json(&Value::Mapping(extra.clone()));
+    }
+    let cpi = cpis.get(Some(&compilation_cpi(cloud, cpis)?))?.1;
+    let env = match &compilation.env {
+        Param::Literal(m) => yaml::to_json(&Value::Mapping(m.clone())),
+        Param::Var(_) => serde_json::json!({}),
+    };
+    let mut env = if env.is_object() { env } else { serde_json::json!({}) };
+    env["bosh"] = serde_json::json!({"authorized_keys": [_reach.key.public_openssh()]});
+    Ok(Workers {
+        cpi,
+        count: workers.max(1),
+        cloud_properties,
+        network: (network, NetworkSettings { kind: "dynamic".into(), ..Default::default() }),
+        env,
+    })
+}
+
+/// The stemcell's cid on CPI `cpi_name`, uploading its image there the first time.
+async fn ensure_stemcell(director: &Director, cpi_name: &str, cpi: &dyn Cpi, name: &str, version: &str) -> anyhow::Result<Cid> {
+    if let Some(cid) = director.state.stemcell_cid(cpi_name, name, version)? {
+        return Ok(Cid(cid));
+    }
+    let record = director.state.stemcell(name, version)?.ok_or_else(|| anyhow!("stemcell {name}/{version} is not uploaded"))?;
+    let tmp = tempfile::tempdir_in(&director.state_dir)?;
+    let image = tmp.path().join("image");
+    if let Some(sha) = &record.image_sha256 {
+        let mut reader = director.blobs.open(sha)?;
+        let mut file = std::fs::File::create(&image)?;
+        std::io::copy(&mut reader, &mut file).with_context(|| format!("reading the image of stemcell {name}/{version}"))?;
+    } else {
+        std::fs::write(&image, b"")?;
+    }
+    let cloud_properties: serde_json::Value = serde_json::from_str(&record.cloud_properties_json).unwrap_or(serde_json::json!({}));
+    let cid = cpi
+        .create_stemcell(CreateStemcell { image_path: image.display().to_string(), cloud_properties })
+        .await
+        .with_context(|| format!("uploading stemcell {name}/{version} to CPI {cpi_name}"))?;
+    director.state.set_stemcell_cid(cpi_name, name, version, &cid.0)?;
+    Ok(cid)
+}

@@ -1,0 +1,587 @@
+//! The deploy engine: takes a desired deployment to running VMs, recording the state after each
+//! effect (DESIGN §3.3–3.6).
+//!
+//! Order of work: stemcells are made known to the CPIs; every package any group needs is
+//! compiled or found in the cache; each instance's action is decided by
+//! [`crate::plan::changes::decide`] (the one rule set) against its record; then groups are
+//! updated in manifest order, batch by batch, each group canaries first and then
+//! `max_in_flight` at a time, AZ by AZ. A failed canary stops its group and every later group;
+//! instances not yet touched stay as they were. Instances the manifest no longer has are deleted
+//! last (their persistent disks orphaned, not deleted).
+//!
+//! Crash safety: the VM id goes into the state the moment `create_vm` returns, with the instance
+//! marked dirty; it is cleared only once the instance runs what the manifest asks. A run that
+//! dies anywhere leaves a dirty record, and the next run recreates that VM.
+//!
+//! Job templates are rendered with the VM's root (`spec.root`), so an instance that gets a new
+//! VM is rendered after `create_vm`; an instance that keeps its VM is rendered before deciding,
+//! so a changed configuration is seen as such.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use rosh_cpi::{Cid, Cpi, CreateDisk, CreateVm, DiskAttachment, NetworkSettings, SetVmMetadata, SshEndpoint};
+use serde_json::{Value, json};
+
+use crate::agent::protocol::{
+    ApplyJob, ApplyPackage, ApplySpec, Drain, JobSelection, JobState, MountDisk, ProcessState, RunScript,
+};
+use crate::blobstore::{Blobstore, LocalBlobstore};
+use crate::converge::report::Reporter;
+use crate::converge::vm::{self, Reach};
+use crate::plan::changes::{Action, InstanceSpec, Observed, Reason, decide};
+use crate::plan::desired::{DesiredDeployment, DesiredGroup, DesiredInstance, GroupLifecycle};
+use crate::ssh::agent_client::AgentClient;
+use crate::state::{CompiledPackageRecord, DiskRecord, InstanceRecord, InstanceState, State, VmRef};
+use crate::template::{JobTemplates, RenderContext, render_job};
+
+/// The CPIs of a run, by name, and the one used where an AZ names none.
+#[derive(Clone)]
+pub struct CpiSet {
+    pub cpis: BTreeMap<String, Arc<dyn Cpi>>,
+    pub default: String,
+}
+
+impl CpiSet {
+    pub fn get(&self, name: Option<&str>) -> anyhow::Result<(String, Arc<dyn Cpi>)> {
+        let name = name.unwrap_or(&self.default);
+        let cpi = self.cpis.get(name).ok_or_else(|| anyhow!("no CPI named `{name}` in the CPI config"))?;
+        Ok((name.to_string(), cpi.clone()))
+    }
+}
+
+/// Operator choices for one deploy.
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    pub recreate: bool,
+    pub canaries: Option<u64>,
+    pub max_in_flight: Option<u64>,
+    pub skip_drain: bool,
+}
+
+/// What a deploy did, for the summary line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeployReport {
+    pub created: usize,
+    pub updated: usize,
+    pub recreated: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+    pub packages_compiled: usize,
+    pub packages_cached: usize,
+}
+
+/// The compiled blob of each package of each group.
+pub type CompiledByGroup = BTreeMap<String, Vec<(String, CompiledPackageRecord)>>;
+
+/// Everything converge needs, shared by the instance tasks.
+pub struct Deployer<'a> {
+    pub state: &'a State,
+    pub blobs: &'a LocalBlobstore,
+    pub cpis: &'a CpiSet,
+    pub reach: Reach,
+    pub reporter: &'a dyn Reporter,
+    pub options: DeployOptions,
+    /// Stemcell `name/version` → its cid, per CPI name.
+    pub stemcell_cids: BTreeMap<(String, String), Cid>,
+    /// Job templates by job blob digest, read once.
+    templates: Mutex<HashMap<String, Arc<JobTemplates>>>,
+}
+
+/// One instance's work.
+struct Work<'d> {
+    group: &'d DesiredGroup,
+    instance: &'d DesiredInstance,
+    record: Option<InstanceRecord>,
+    action: Action,
+    reasons: Vec<Reason>,
+}
+
+impl<'a> Deployer<'a> {
+    pub fn new(
+        state: &'a State,
+        blobs: &'a LocalBlobstore,
+        cpis: &'a CpiSet,
+        reach: Reach,
+        reporter: &'a dyn Reporter,
+        options: DeployOptions,
+        stemcell_cids: BTreeMap<(String, String), Cid>,
+    ) -> Deployer<'a> {
+        Deployer { state, blobs, cpis, reach, reporter, options, stemcell_cids, templates: Mutex::new(HashMap::new()) }
+    }
+
+    fn job_templates(&self, sha256: &str, name: &str) -> anyhow::Result<Arc<JobTemplates>> {
+        if let Some(t) = self.templates.lock().expect("not poisoned").get(sha256) {
+            return Ok(t.clone());
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut self.blobs.open(sha256)?, &mut bytes)
+            .with_context(|| format!("reading job {name} ({sha256})"))?;
+        let templates = Arc::new(JobTemplates::from_job_tarball(&bytes, &format!("job {name}"))?);
+        self.templates.lock().expect("not poisoned").insert(sha256.to_string(), templates.clone());
+        Ok(templates)
+    }
+
+    /// Renders the instance's jobs for a VM whose root is `root`, stores the rendered job
+    /// tarballs in the blobstore, and answers the instance's spec.
+    fn instance_spec(
+        &self,
+        deployment: &DesiredDeployment,
+        group: &DesiredGroup,
+        instance: &DesiredInstance,
+        compiled: &CompiledByGroup,
+        root: &str,
+    ) -> anyhow::Result<InstanceSpec> {
+        let mut jobs = BTreeMap::new();
+        for job in &group.jobs {
+            let templates = self.job_templates(&job.sha256, &job.name)?;
+            let release_version = deployment
+                .releases
+                .iter()
+                .find(|(name, _)| name == &job.release)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let ctx = RenderContext {
+                deployment: deployment.name.clone(),
+                instance,
+                job,
+                release_version,
+                root: root.to_string(),
+                persistent_disk_mb: group.persistent_disk.as_ref().map_or(0, |d| d.size_mb),
+            };
+            let rendered = render_job(&templates, &ctx).with_context(|| format!("rendering {}", instance.name()))?;
+            if !self.blobs.contains(&rendered.sha256)? {
+                self.blobs.put(&mut rendered.tarball.as_slice())?;
+            }
+            jobs.insert(job.name.clone(), rendered.sha256);
+        }
+        let packages = compiled
+            .get(&group.name)
+            .map(|list| list.iter().map(|(name, rec)| (name.clone(), rec.blob_sha256.clone())).collect())
+            .unwrap_or_default();
+        Ok(InstanceSpec {
+            stemcell: format!("{}/{}", group.stemcell.name, group.stemcell.version),
+            cloud_properties: instance.cloud_properties.clone(),
+            networks: instance.networks.iter().map(|n| (n.name.clone(), n.ip.clone())).collect(),
+            env: group.env.clone(),
+            persistent_disk_mb: group.persistent_disk.as_ref().map_or(0, |d| d.size_mb),
+            packages,
+            jobs,
+        })
+    }
+
+    /// Deploys `desired`; `compiled` holds every group's compiled packages.
+    pub async fn deploy(&self, desired: &DesiredDeployment, compiled: &CompiledByGroup) -> anyhow::Result<DeployReport> {
+        let mut report = DeployReport::default();
+        let records: BTreeMap<String, InstanceRecord> =
+            self.state.instances(&desired.name)?.into_iter().map(|r| (r.uuid.clone(), r)).collect();
+
+        // Decide every instance before touching any.
+        let mut work: Vec<Work> = Vec::new();
+        for group in desired.groups.iter().filter(|g| g.lifecycle == GroupLifecycle::Service) {
+            for instance in &group.instances {
+                let record = records.get(&instance.id).cloned();
+                let (action, reasons) = match &record {
+                    None => decide_new(),
+                    Some(rec) => {
+                        let applied: Option<InstanceSpec> =
+                            rec.applied_json.as_deref().and_then(|j| serde_json::from_str(j).ok());
+                        let observed = Observed { has_vm: rec.vm.is_some(), dirty: rec.dirty, applied };
+                        let desired_spec = match (&rec.vm, observed.has_vm && !observed.dirty) {
+                            (Some(vm), true) => {
+                                let endpoint: SshEndpoint = serde_json::from_str(&vm.endpoint_json)?;
+                                Some(self.instance_spec(desired, group, instance, compiled, &endpoint.root)?)
+                            }
+                            _ => None,
+                        };
+                        match desired_spec {
+                            Some(spec) => decide(&spec, Some(&observed), self.options.recreate),
+                            // No VM, or a dirty one: the spec cannot matter (it is re-rendered
+                            // on the new VM).
+                            None if !observed.has_vm => (Action::Create, vec![Reason::VmMissing]),
+                            None => (Action::Recreate, vec![Reason::Dirty]),
+                        }
+                    }
+                };
+                work.push(Work { group, instance, record, action, reasons });
+            }
+        }
+        let desired_ids: std::collections::BTreeSet<&str> =
+            desired.groups.iter().flat_map(|g| g.instances.iter().map(|i| i.id.as_str())).collect();
+        let removed: Vec<&InstanceRecord> = records.values().filter(|r| !desired_ids.contains(r.uuid.as_str())).collect();
+
+        for w in &work {
+            match w.action {
+                Action::NoOp => report.unchanged += 1,
+                Action::Create => report.created += 1,
+                Action::Update => report.updated += 1,
+                Action::Recreate => report.recreated += 1,
+                Action::Delete => report.deleted += 1,
+            }
+        }
+        report.deleted += removed.len();
+
+        // New instances get their records (index, AZ, IPs) before anything is created.
+        for w in work.iter().filter(|w| w.record.is_none()) {
+            let record = InstanceRecord {
+                deployment: desired.name.clone(),
+                group: w.instance.group.clone(),
+                index: w.instance.index,
+                uuid: w.instance.id.clone(),
+                az: w.instance.az.clone(),
+                bootstrap: w.instance.bootstrap,
+                state: InstanceState::Started,
+                dirty: false,
+                ignore: false,
+                vm: None,
+                applied_json: None,
+                applied_digest: None,
+                ips: BTreeMap::new(),
+                updated_at: String::new(),
+            };
+            self.state.upsert_instance(&record)?;
+        }
+        for w in &work {
+            let ips: BTreeMap<String, String> =
+                w.instance.networks.iter().filter_map(|n| n.ip.clone().map(|ip| (n.name.clone(), ip))).collect();
+            self.state.set_instance_ips(&desired.name, &w.instance.id, &ips)?;
+        }
+
+        // Groups in order; within a group canaries, then max_in_flight at a time.
+        for group in desired.groups.iter().filter(|g| g.lifecycle == GroupLifecycle::Service) {
+            let mine: Vec<&Work> = work.iter().filter(|w| w.group.name == group.name).collect();
+            let changing: Vec<&Work> = mine.iter().copied().filter(|w| w.action != Action::NoOp).collect();
+            if changing.is_empty() {
+                continue;
+            }
+            self.reporter.stage(&format!("Updating instance group {}", group.name), changing.len());
+            let canaries = self.options.canaries.unwrap_or(group.update.canaries).min(changing.len() as u64) as usize;
+            let in_flight = self.options.max_in_flight.unwrap_or(group.update.max_in_flight).max(1) as usize;
+            let mut ordered = changing.clone();
+            ordered.sort_by(|a, b| (a.instance.az.clone(), a.instance.index).cmp(&(b.instance.az.clone(), b.instance.index)));
+            let (first, rest) = ordered.split_at(canaries);
+            for w in first {
+                self.converge_one(desired, w, compiled, true)
+                    .await
+                    .with_context(|| format!("canary {} failed; instance group {} stopped", w.instance.name(), group.name))?;
+            }
+            for chunk in rest.chunks(in_flight) {
+                let results = futures::future::join_all(chunk.iter().map(|w| self.converge_one(desired, w, compiled, false))).await;
+                for (w, result) in chunk.iter().zip(results) {
+                    result.with_context(|| format!("updating {}", w.instance.name()))?;
+                }
+            }
+        }
+
+        if !removed.is_empty() {
+            self.reporter.stage("Deleting removed instances", removed.len());
+            for record in removed {
+                self.delete_instance(record).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Converges one instance according to its decided action.
+    async fn converge_one(&self, deployment: &DesiredDeployment, w: &Work<'_>, compiled: &CompiledByGroup, canary: bool) -> anyhow::Result<()> {
+        let task = w.instance.name();
+        let started = Instant::now();
+        let reasons: Vec<String> = w.reasons.iter().map(ToString::to_string).collect();
+        self.reporter.step(&task, &format!("{}{} ({})", w.action, if canary { ", canary" } else { "" }, reasons.join("; ")));
+        let outcome = self.converge_inner(deployment, w, compiled, &task).await;
+        match &outcome {
+            Ok(()) => self.reporter.finished(&task, Ok(&w.action.to_string()), started.elapsed()),
+            Err(e) => self.reporter.finished(&task, Err(&format!("{e:#}")), started.elapsed()),
+        }
+        outcome
+    }
+
+    async fn converge_inner(&self, deployment: &DesiredDeployment, w: &Work<'_>, compiled: &CompiledByGroup, task: &str) -> anyhow::Result<()> {
+        let (cpi_name, cpi) = self.cpis.get(w.instance.cpi.as_deref())?;
+        let name = &deployment.name;
+        let uuid = &w.instance.id;
+        let (agent, endpoint, fresh_vm) = match w.action {
+            Action::NoOp | Action::Delete => return Ok(()),
+            Action::Update => {
+                let vm = w.record.as_ref().and_then(|r| r.vm.clone()).ok_or_else(|| anyhow!("{task} has no VM to update"))?;
+                let endpoint: SshEndpoint = serde_json::from_str(&vm.endpoint_json)?;
+                self.reporter.step(task, "connecting");
+                let agent = self.reach.agent(&endpoint).await?;
+                if !self.options.skip_drain {
+                    self.reporter.step(task, "draining");
+                    let drained = agent.drain(&Drain { kind: "update".into(), jobs: Vec::new() }).await?;
+                    if drained.wait_secs > 0 {
+                        tokio::time::sleep(Duration::from_secs(drained.wait_secs.min(300))).await;
+                    }
+                }
+                self.reporter.step(task, "stopping");
+                agent.stop(&JobSelection::default()).await?;
+                (agent, endpoint, false)
+            }
+            Action::Create | Action::Recreate => {
+                if let Some(vm) = w.record.as_ref().and_then(|r| r.vm.clone()) {
+                    self.reporter.step(task, "deleting old VM");
+                    self.teardown_vm(name, uuid, &vm, cpi.as_ref()).await?;
+                }
+                self.reporter.step(task, "creating VM");
+                let (agent, endpoint) = self.create_vm(deployment, w, &cpi_name, cpi.as_ref()).await?;
+                (agent, endpoint, true)
+            }
+        };
+
+        // Persistent disk: made once, attached to whichever VM the instance has.
+        if let Some(disk_spec) = &w.group.persistent_disk {
+            let disk = match self.state.instance_disk(name, uuid)? {
+                Some(d) => d,
+                None => {
+                    self.reporter.step(task, "creating disk");
+                    let cid = cpi
+                        .create_disk(CreateDisk {
+                            size_mb: disk_spec.size_mb,
+                            cloud_properties: disk_spec.cloud_properties.clone(),
+                            vm_locality: None,
+                        })
+                        .await?;
+                    let record = DiskRecord {
+                        cid: cid.0.clone(),
+                        cpi: cpi_name.clone(),
+                        deployment: name.clone(),
+                        instance_uuid: Some(uuid.clone()),
+                        size_mb: disk_spec.size_mb,
+                        cloud_properties_json: disk_spec.cloud_properties.to_string(),
+                        active: true,
+                        created_at: String::new(),
+                        orphaned_at: None,
+                    };
+                    self.state.record_disk(&record)?;
+                    record
+                }
+            };
+            if fresh_vm {
+                let vm_cid = self.vm_cid(name, uuid)?;
+                self.reporter.step(task, "attaching disk");
+                let hint = cpi.attach_disk(DiskAttachment { vm_cid, disk_cid: Cid(disk.cid.clone()) }).await?;
+                agent.mount_disk(&MountDisk { disk_id: disk.cid.clone(), hint }).await?;
+            }
+        }
+
+        let spec = self.instance_spec(deployment, w.group, w.instance, compiled, &endpoint.root)?;
+        self.reporter.step(task, "uploading packages and jobs");
+        let mut digests: Vec<String> = spec.packages.values().cloned().collect();
+        digests.extend(spec.jobs.values().cloned());
+        vm::upload(&agent, self.blobs, &digests).await?;
+
+        self.reporter.step(task, "applying");
+        let package_versions: BTreeMap<&str, &str> =
+            w.group.packages.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
+        agent
+            .apply(&ApplySpec {
+                deployment: name.clone(),
+                instance: task.to_string(),
+                packages: spec
+                    .packages
+                    .iter()
+                    .map(|(n, sha)| ApplyPackage {
+                        name: n.clone(),
+                        version: package_versions.get(n.as_str()).map(|v| v.to_string()).unwrap_or_default(),
+                        sha256: sha.clone(),
+                    })
+                    .collect(),
+                jobs: spec.jobs.iter().map(|(n, sha)| ApplyJob { name: n.clone(), sha256: sha.clone() }).collect(),
+            })
+            .await?;
+        self.run_script(&agent, task, "pre-start").await?;
+        self.reporter.step(task, "starting");
+        agent.start(&JobSelection::default()).await?;
+        self.wait_running(&agent, task, w.group.update.update_watch_time).await?;
+        self.run_script(&agent, task, "post-start").await?;
+        self.state.set_instance_applied(name, uuid, &serde_json::to_string(&spec)?, &spec.digest(), InstanceState::Started)?;
+        Ok(())
+    }
+
+    fn vm_cid(&self, deployment: &str, uuid: &str) -> anyhow::Result<Cid> {
+        self.state
+            .instances(deployment)?
+            .into_iter()
+            .find(|r| r.uuid == uuid)
+            .and_then(|r| r.vm)
+            .map(|vm| Cid(vm.cid))
+            .ok_or_else(|| anyhow!("instance {uuid} has no VM on record"))
+    }
+
+    async fn create_vm(
+        &self,
+        deployment: &DesiredDeployment,
+        w: &Work<'_>,
+        cpi_name: &str,
+        cpi: &dyn Cpi,
+    ) -> anyhow::Result<(AgentClient, SshEndpoint)> {
+        let key = (cpi_name.to_string(), format!("{}/{}", w.group.stemcell.name, w.group.stemcell.version));
+        let stemcell_cid = self.stemcell_cids.get(&key).cloned().ok_or_else(|| anyhow!("stemcell {} is not known to CPI {cpi_name}", key.1))?;
+        let networks: BTreeMap<String, NetworkSettings> = w
+            .instance
+            .networks
+            .iter()
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    NetworkSettings {
+                        kind: n.kind.clone(),
+                        ip: n.ip.clone(),
+                        netmask: n.netmask.clone(),
+                        gateway: n.gateway.clone(),
+                        dns: n.dns.clone(),
+                        default: n.default.clone(),
+                        cloud_properties: n.cloud_properties.clone(),
+                    },
+                )
+            })
+            .collect();
+        let mut env = if w.group.env.is_object() { w.group.env.clone() } else { json!({}) };
+        let bosh = env.as_object_mut().expect("an object").entry("bosh").or_insert(json!({}));
+        if !bosh.is_object() {
+            *bosh = json!({});
+        }
+        bosh.as_object_mut().expect("an object").insert("authorized_keys".into(), json!([self.reach.key.public_openssh()]));
+        let disk_cids = self.state.instance_disk(&deployment.name, &w.instance.id)?.map(|d| vec![Cid(d.cid)]).unwrap_or_default();
+        let created = cpi
+            .create_vm(CreateVm {
+                agent_id: w.instance.id.clone(),
+                stemcell_cid,
+                cloud_properties: w.instance.cloud_properties.clone(),
+                networks,
+                disk_cids,
+                env,
+            })
+            .await
+            .with_context(|| format!("creating the VM of {}", w.instance.name()))?;
+        let Some(endpoint) = created.ssh.clone() else {
+            let _ = cpi.delete_vm(created.vm_cid.clone()).await;
+            bail!("CPI {cpi_name} did not say how to reach VM {} over SSH", created.vm_cid);
+        };
+        // Recorded at once, dirty until converged: a crash from here on leaves a record.
+        let vm = VmRef {
+            cid: created.vm_cid.0.clone(),
+            cpi: cpi_name.to_string(),
+            endpoint_json: serde_json::to_string(&endpoint)?,
+            created_at: String::new(),
+        };
+        self.state.set_instance_vm(&deployment.name, &w.instance.id, Some(vm), true)?;
+        let metadata: BTreeMap<String, String> = [
+            ("director", "rosh"),
+            ("deployment", deployment.name.as_str()),
+            ("instance_group", w.instance.group.as_str()),
+            ("id", w.instance.id.as_str()),
+            ("name", &w.instance.name()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([("index".to_string(), w.instance.index.to_string())])
+        .collect();
+        cpi.set_vm_metadata(SetVmMetadata { vm_cid: created.vm_cid.clone(), metadata }).await?;
+        let agent = self.reach.agent(&endpoint).await?;
+        Ok((agent, endpoint))
+    }
+
+    /// Stops an instance's jobs (best effort: the VM may be gone), detaches its disk and
+    /// deletes its VM, clearing the VM from the record.
+    async fn teardown_vm(&self, deployment: &str, uuid: &str, vm: &VmRef, cpi: &dyn Cpi) -> anyhow::Result<()> {
+        if let Ok(endpoint) = serde_json::from_str::<SshEndpoint>(&vm.endpoint_json) {
+            let quick = Reach { boot_timeout: Duration::ZERO, ..self.reach.clone() };
+            if let Ok(agent) = tokio::time::timeout(Duration::from_secs(15), quick.agent(&endpoint)).await.unwrap_or_else(|_| Err(anyhow!("timed out"))) {
+                if !self.options.skip_drain {
+                    let _ = agent.drain(&Drain { kind: "shutdown".into(), jobs: Vec::new() }).await;
+                }
+                let _ = agent.stop(&JobSelection::default()).await;
+                if let Some(disk) = self.state.instance_disk(deployment, uuid)? {
+                    let _ = agent.unmount_disk(&MountDisk { disk_id: disk.cid, hint: Value::Null }).await;
+                }
+                agent.connection().close().await;
+            }
+        }
+        let cid = Cid(vm.cid.clone());
+        if let Some(disk) = self.state.instance_disk(deployment, uuid)? {
+            match cpi.detach_disk(DiskAttachment { vm_cid: cid.clone(), disk_cid: Cid(disk.cid) }).await {
+                Ok(()) => {}
+                Err(e) if matches!(e.kind, rosh_cpi::ErrorKind::DiskNotAttached | rosh_cpi::ErrorKind::VmNotFound) => {}
+                Err(e) => return Err(e).context("detaching the persistent disk"),
+            }
+        }
+        match cpi.delete_vm(cid).await {
+            Ok(()) => {}
+            Err(e) if e.kind == rosh_cpi::ErrorKind::VmNotFound => {}
+            Err(e) => return Err(e).context("deleting the VM"),
+        }
+        self.state.set_instance_vm(deployment, uuid, None, true)?;
+        Ok(())
+    }
+
+    async fn delete_instance(&self, record: &InstanceRecord) -> anyhow::Result<()> {
+        let task = format!("{}/{}", record.group, record.uuid);
+        let started = Instant::now();
+        self.reporter.step(&task, "deleting");
+        if let Some(vm) = &record.vm {
+            let (_, cpi) = self.cpis.get(Some(&vm.cpi))?;
+            self.teardown_vm(&record.deployment, &record.uuid, vm, cpi.as_ref()).await?;
+        }
+        self.state.delete_instance(&record.deployment, &record.uuid)?;
+        self.reporter.finished(&task, Ok("deleted"), started.elapsed());
+        Ok(())
+    }
+
+    async fn run_script(&self, agent: &AgentClient, task: &str, script: &str) -> anyhow::Result<()> {
+        self.reporter.step(task, script);
+        let results = agent
+            .run_script(&RunScript { script: script.into(), jobs: Vec::new(), env: BTreeMap::new(), timeout_secs: Some(600) })
+            .await?;
+        for r in results.results {
+            if r.exit_code != 0 {
+                bail!("{script} of job {} exited {}: {}{}", r.job, r.exit_code, r.stdout.trim_end(), r.stderr.trim_end());
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every process runs: at least the watch time's minimum, at most its maximum.
+    async fn wait_running(&self, agent: &AgentClient, task: &str, (min_ms, max_ms): (u64, u64)) -> anyhow::Result<()> {
+        self.reporter.step(task, "waiting for processes");
+        let started = Instant::now();
+        let min = Duration::from_millis(min_ms.min(max_ms));
+        let max = Duration::from_millis(max_ms.max(1000));
+        loop {
+            let state = agent.get_state().await?;
+            let all_running = state.processes.iter().all(|p| p.state == ProcessState::Running);
+            if all_running && state.job_state != JobState::Failing && started.elapsed() >= min {
+                return Ok(());
+            }
+            if started.elapsed() >= max {
+                let failing: Vec<String> = state
+                    .processes
+                    .iter()
+                    .filter(|p| p.state != ProcessState::Running)
+                    .map(|p| format!("{}/{} {:?}{}", p.job, p.name, p.state, p.last_exit.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()))
+                    .collect();
+                bail!("processes not running after {} ms: {}", max.as_millis(), failing.join(", "));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn decide_new() -> (Action, Vec<Reason>) {
+    decide(
+        &InstanceSpec {
+            stemcell: String::new(),
+            cloud_properties: Value::Null,
+            networks: BTreeMap::new(),
+            env: Value::Null,
+            persistent_disk_mb: 0,
+            packages: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+        },
+        None,
+        false,
+    )
+}
