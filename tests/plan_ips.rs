@@ -10,17 +10,15 @@ use serde_json::json;
 const NGINX: &str = "[{name: nginx, release: web}]";
 
 fn ips(d: &rosh::plan::desired::DesiredDeployment, g: &str, network: &str) -> Vec<String> {
-    group(d, g)
-        .instances
-        .iter()
-        .map(|i| format!("{}:{}", i.index, ip(i, network).unwrap_or("-")))
-        .collect()
+    group(d, g).instances.iter().map(|i| format!("{}:{}", i.index, ip(i, network).unwrap_or("-"))).collect()
 }
 
 #[test]
 fn dynamic_ips_skip_network_gateway_reserved_and_static_addresses() {
     let w = World::default();
-    let d = w.plan(&format!("instance_groups:\n{}{}", ig("web", "[z1, z2]", 3, NGINX), ig("api", "[z1]", 1, NGINX))).unwrap();
+    let d = w
+        .plan(&format!("instance_groups:\n{}{}", ig("web", "[z1, z2]", 3, NGINX), ig("api", "[z1]", 1, NGINX)))
+        .unwrap();
     assert_eq!(ips(&d, "web", "default"), ["0:10.0.1.20", "1:10.0.2.20", "2:10.0.1.21"]);
     assert_eq!(ips(&d, "api", "default"), ["0:10.0.1.22"]);
     let web0 = &group(&d, "web").instances[0];
@@ -40,7 +38,8 @@ fn dynamic_ips_skip_network_gateway_reserved_and_static_addresses() {
 fn instances_keep_their_ips_when_groups_are_added_before_them() {
     let mut w = World::default();
     w.deploy(&format!("instance_groups:\n{}", ig("web", "[z1]", 2, NGINX)));
-    let d = w.plan(&format!("instance_groups:\n{}{}", ig("api", "[z1]", 2, NGINX), ig("web", "[z1]", 2, NGINX))).unwrap();
+    let d =
+        w.plan(&format!("instance_groups:\n{}{}", ig("api", "[z1]", 2, NGINX), ig("web", "[z1]", 2, NGINX))).unwrap();
     assert_eq!(ips(&d, "web", "default"), ["0:10.0.1.20", "1:10.0.1.21"]);
     assert_eq!(ips(&d, "api", "default"), ["0:10.0.1.22", "1:10.0.1.23"]);
 }
@@ -122,7 +121,9 @@ fn static_ips_must_be_in_a_static_range_of_the_group_azs_and_free() {
     w.elsewhere.insert("10.0.1.10".parse().unwrap());
     assert_eq!(
         w.plan(&statics("[10.0.1.10]", 1)).unwrap_err(),
-        ["instance_groups[0] (db).networks[0] (default).static_ips: static IP 10.0.1.10 is already held by another deployment"]
+        [
+            "instance_groups[0] (db).networks[0] (default).static_ips: static IP 10.0.1.10 is already held by another deployment"
+        ]
     );
 }
 

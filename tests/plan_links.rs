@@ -28,7 +28,10 @@ fn links_resolve_by_type_with_properties_defaults_and_instances() {
     let d = w.plan(&three_tier("")).unwrap();
     let app = job(&d, "api", "app");
     let db = &app.links["db"];
-    assert_eq!((db.name.as_str(), db.kind.as_str(), db.group.as_str(), db.job.as_str()), ("db", "db", "database", "postgres"));
+    assert_eq!(
+        (db.name.as_str(), db.kind.as_str(), db.group.as_str(), db.job.as_str()),
+        ("db", "db", "database", "postgres")
+    );
     assert_eq!(db.deployment, "demo");
     assert_eq!(db.properties, json!({"postgres": {"port": 5432, "user": "admin", "password": "secret"}}));
     let addresses: Vec<(&str, u64, &str, bool)> =
@@ -46,13 +49,17 @@ fn links_resolve_by_type_with_properties_defaults_and_instances() {
 #[test]
 fn two_providers_of_a_type_are_ambiguous_until_from_picks_one() {
     let w = World::default();
-    let backup = ig("backup", "[z2]", 1, "[{name: postgres, release: web, provides: {db: {as: backup-db, shared: true}}}]");
+    let backup =
+        ig("backup", "[z2]", 1, "[{name: postgres, release: web, provides: {db: {as: backup-db, shared: true}}}]");
     let errors = w.plan(&three_tier(&backup)).unwrap_err();
     assert_eq!(
         errors,
-        ["instance_groups[1] (api).jobs[0] (app): consumes link db of type db: ambiguous, provided by postgres on database (link db) and postgres on backup (link db as backup-db); choose one with consumes.db.from (and provides.LINK.as to tell same-named ones apart)"]
+        [
+            "instance_groups[1] (api).jobs[0] (app): consumes link db of type db: ambiguous, provided by postgres on database (link db) and postgres on backup (link db as backup-db); choose one with consumes.db.from (and provides.LINK.as to tell same-named ones apart)"
+        ]
     );
-    let manifest = three_tier(&backup).replace("[{name: app, release: web}]", "[{name: app, release: web, consumes: {db: {from: backup-db}}}]");
+    let manifest = three_tier(&backup)
+        .replace("[{name: app, release: web}]", "[{name: app, release: web, consumes: {db: {from: backup-db}}}]");
     let d = w.plan(&manifest).unwrap();
     let db = &job(&d, "api", "app").links["db"];
     assert_eq!(db.group, "backup");
@@ -82,7 +89,8 @@ fn nil_blocks_an_optional_link_and_is_refused_for_a_required_one() {
     let blocked = three_tier("").replace("properties: {nginx: {port: 8080}}", "consumes: {backend: nil}");
     let d = w.plan(&blocked).unwrap();
     assert!(job(&d, "router", "nginx").links.is_empty());
-    let refused = three_tier("").replace("[{name: app, release: web}]", "[{name: app, release: web, consumes: {db: ~}}]");
+    let refused =
+        three_tier("").replace("[{name: app, release: web}]", "[{name: app, release: web, consumes: {db: ~}}]");
     assert_eq!(
         w.plan(&refused).unwrap_err(),
         ["instance_groups[1] (api).jobs[0] (app): consumes link db of type db: set to nil, but the job requires it"]
@@ -93,7 +101,10 @@ fn nil_blocks_an_optional_link_and_is_refused_for_a_required_one() {
 fn wrong_from_and_unknown_link_names_are_errors() {
     let w = World::default();
     let manifest = three_tier("")
-        .replace("[{name: app, release: web}]", "[{name: app, release: web, consumes: {db: {from: nosuch}, dbx: {from: db}}}]")
+        .replace(
+            "[{name: app, release: web}]",
+            "[{name: app, release: web, consumes: {db: {from: nosuch}, dbx: {from: db}}}]",
+        )
         .replace("properties: {nginx: {port: 8080}}", "consumes: {backend: {from: db}}, provides: {https: {as: x}}");
     assert_eq!(
         w.plan(&manifest).unwrap_err(),
@@ -132,7 +143,12 @@ fn custom_providers_and_manual_links_and_dns_addresses() {
             1,
             "[{name: nginx, release: web, properties: {nginx: {admin_port: 9000}}, custom_provider_definitions: [{name: admin, type: admin-api, properties: [nginx.admin_port]}]}]"
         ),
-        ig("probe", "[z2]", 1, "[{name: probe, release: tools, consumes: {web: {instances: [{address: example.com}], properties: {port: 443}}}}]"),
+        ig(
+            "probe",
+            "[z2]",
+            1,
+            "[{name: probe, release: tools, consumes: {web: {instances: [{address: example.com}], properties: {port: 443}}}}]"
+        ),
     );
     let d = w.plan_manifest(&manifest).unwrap();
     let probe = job(&d, "probe", "probe");
@@ -148,7 +164,9 @@ fn custom_providers_and_manual_links_and_dns_addresses() {
     // Undeclared by the spec but used by the custom link: still a warning about the spec.
     assert_eq!(
         d.warnings,
-        ["instance_groups[0] (router).jobs[0] (nginx): property nginx.admin_port is not declared in the job's spec; no template can see it"]
+        [
+            "instance_groups[0] (router).jobs[0] (nginx): property nginx.admin_port is not declared in the job's spec; no template can see it"
+        ]
     );
 }
 
@@ -212,10 +230,10 @@ fn serial_groups_batch_alone_and_consecutive_parallel_ones_together() {
     let w = World::default();
     let mut text = String::from("instance_groups:\n");
     for (name, serial) in [("a", true), ("b", false), ("c", false), ("d", true), ("e", false)] {
-        text.push_str(&ig(name, "[z1]", 1, "[{name: nginx, release: web}]").replace(
-            "  vm_type: small\n",
-            &format!("  vm_type: small\n  update: {{serial: {serial}}}\n"),
-        ));
+        text.push_str(
+            &ig(name, "[z1]", 1, "[{name: nginx, release: web}]")
+                .replace("  vm_type: small\n", &format!("  vm_type: small\n  update: {{serial: {serial}}}\n")),
+        );
     }
     let d = w.plan(&text).unwrap();
     assert_eq!(batches(&d.groups), [vec!["a"], vec!["b", "c"], vec!["d"], vec!["e"]]);

@@ -12,9 +12,11 @@ const NGINX: &str = "[{name: nginx, release: web}]";
 
 #[test]
 fn latest_is_the_highest_uploaded_version() {
-    let mut w = World::default();
-    w.releases = ["1", "1.10", "0+dev.5", "1.9"].iter().map(|v| web_release(v)).collect();
-    w.stemcells = ["1.406", "1.99", "2.1"].iter().map(|v| stemcell("ubuntu-jammy", v)).collect();
+    let w = World {
+        releases: ["1", "1.10", "0+dev.5", "1.9"].iter().map(|v| web_release(v)).collect(),
+        stemcells: ["1.406", "1.99", "2.1"].iter().map(|v| stemcell("ubuntu-jammy", v)).collect(),
+        ..World::default()
+    };
     let groups = format!("instance_groups:\n{}", ig("web", "[z1]", 1, NGINX));
     let d = w.plan(&groups).unwrap();
     assert_eq!(d.releases, [("web".to_string(), "1.10".to_string())]);
@@ -69,7 +71,10 @@ instance_groups:
     );
     let w = World::default();
     let missing_job = format!("instance_groups:\n{}", ig("web", "[z1]", 1, "[{name: nope, release: web}]"));
-    assert_eq!(w.plan(&missing_job).unwrap_err(), ["instance_groups[0] (web).jobs[0] (nope): release web/1 has no job nope"]);
+    assert_eq!(
+        w.plan(&missing_job).unwrap_err(),
+        ["instance_groups[0] (web).jobs[0] (nope): release web/1 has no job nope"]
+    );
 }
 
 #[test]
@@ -100,7 +105,10 @@ fn vm_cloud_properties_merge_type_extensions_then_az() {
     );
     let sized = format!("instance_groups:\n{}  persistent_disk: 2048\n", ig("web", "[z1]", 1, NGINX));
     let d = w.plan(&sized).unwrap();
-    assert_eq!(group(&d, "web").persistent_disk, Some(DiskSpec { size_mb: 2048, disk_type: None, cloud_properties: json!({}) }));
+    assert_eq!(
+        group(&d, "web").persistent_disk,
+        Some(DiskSpec { size_mb: 2048, disk_type: None, cloud_properties: json!({}) })
+    );
 }
 
 #[test]
@@ -206,14 +214,24 @@ fn job_properties_win_and_undeclared_ones_are_warned_about() {
     assert_eq!(group(&d, "legacy").jobs[0].properties, json!({"nginx": {"workers": 4}}));
     assert_eq!(
         d.warnings,
-        ["instance_groups[0] (web).jobs[0] (nginx): property nginx.colour is not declared in the job's spec; no template can see it"]
+        [
+            "instance_groups[0] (web).jobs[0] (nginx): property nginx.colour is not declared in the job's spec; no template can see it"
+        ]
     );
 }
 
 #[test]
 fn a_group_gets_its_jobs_package_closure_in_dependency_order() {
     let w = World::default();
-    let groups = format!("instance_groups:\n{}", ig("web", "[z1]", 1, "[{name: nginx, release: web}, {name: app, release: web}, {name: postgres, release: web}]"));
+    let groups = format!(
+        "instance_groups:\n{}",
+        ig(
+            "web",
+            "[z1]",
+            1,
+            "[{name: nginx, release: web}, {name: app, release: web}, {name: postgres, release: web}]"
+        )
+    );
     let d = w.plan(&groups).unwrap();
     let packages = &group(&d, "web").packages;
     let names: Vec<&str> = packages.iter().map(|p| p.name.as_str()).collect();
@@ -239,7 +257,12 @@ packages: [a, solo]
 #[test]
 fn a_package_cycle_or_a_missing_package_is_refused() {
     let mut w = World::default();
-    w.releases.push(release("loop", "1", &[LOOP_SPEC], &[("c", &["a"]), ("b", &["c"]), ("a", &["b"]), ("solo", &["gone"])]));
+    w.releases.push(release(
+        "loop",
+        "1",
+        &[LOOP_SPEC],
+        &[("c", &["a"]), ("b", &["c"]), ("a", &["b"]), ("solo", &["gone"])],
+    ));
     let manifest = format!(
         "{}instance_groups:\n{}",
         HEAD.replace("releases: [{name: web, version: latest}]", "releases: [{name: loop, version: 1}]"),

@@ -93,10 +93,7 @@ fn removing_an_az_replaces_its_instances_in_the_others() {
 #[test]
 fn errand_groups_get_instances_too() {
     let w = World::default();
-    let groups = format!(
-        "instance_groups:\n{}\n  lifecycle: errand\n",
-        ig("smoke", "[z1]", 1, NGINX).trim_end()
-    );
+    let groups = format!("instance_groups:\n{}\n  lifecycle: errand\n", ig("smoke", "[z1]", 1, NGINX).trim_end());
     let d = w.plan(&groups).unwrap();
     let g = group(&d, "smoke");
     assert_eq!(g.lifecycle, rosh::plan::desired::GroupLifecycle::Errand);

@@ -22,7 +22,11 @@ pub(crate) struct GroupFacts<'a> {
 }
 
 /// Whether the addon with these rules applies to the group; `Err` names an unresolved rule.
-pub(crate) fn applies(include: Option<&Placement>, exclude: Option<&Placement>, g: &GroupFacts<'_>) -> Result<bool, String> {
+pub(crate) fn applies(
+    include: Option<&Placement>,
+    exclude: Option<&Placement>,
+    g: &GroupFacts<'_>,
+) -> Result<bool, String> {
     let included = match include {
         None => true,
         Some(p) => matches(p, g)?.unwrap_or(true),

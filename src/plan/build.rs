@@ -34,11 +34,11 @@ use serde_json::Value as Json;
 use super::addons::{GroupFacts, applies};
 use super::desired::{
     DesiredDeployment, DesiredGroup, DesiredInstance, DesiredJob, DiskSpec, GroupLifecycle, InstanceNetwork,
-    PackageRef, ResolvedLink, StemcellRef, UpdatePolicy,
+    PackageRef, StemcellRef, UpdatePolicy,
 };
 use super::graph::package_order;
 use super::ips::{Allocator, Net, Networks, expand};
-use super::links::{LinkGroup, resolve};
+use super::links::{JobLinks, LinkGroup, resolve};
 use super::placement::{Slot, StaticIps, place};
 use super::versions::{compare_versions, highest};
 use crate::manifest::model::{
@@ -242,21 +242,28 @@ impl<'a> Builder<'a> {
         match &m.features.use_dns_addresses {
             None => {}
             Some(Param::Literal(v)) => b.use_dns = *v,
-            Some(Param::Var(v)) => b.error(PlanErrorKind::Unresolved, "features.use_dns_addresses".into(), unresolved(v)),
+            Some(Param::Var(v)) => {
+                b.error(PlanErrorKind::Unresolved, "features.use_dns_addresses".into(), unresolved(v))
+            }
         }
         for (name, rc) in input.runtime_configs {
             for r in &rc.releases {
                 b.sources.insert(
                     r.name.clone(),
-                    ReleaseSource { label: format!("runtime config '{name}': {} ({})", r.path, r.name), version: &r.version },
+                    ReleaseSource {
+                        label: format!("runtime config '{name}': {} ({})", r.path, r.name),
+                        version: &r.version,
+                    },
                 );
             }
         }
         // The manifest's own list wins over runtime configs', and every release it lists must
         // be uploaded, used or not.
         for r in &m.releases {
-            b.sources
-                .insert(r.name.clone(), ReleaseSource { label: format!("{} ({})", r.path, r.name), version: &r.version });
+            b.sources.insert(
+                r.name.clone(),
+                ReleaseSource { label: format!("{} ({})", r.path, r.name), version: &r.version },
+            );
         }
         for r in &m.releases {
             b.release(&r.name, "releases");
@@ -342,7 +349,11 @@ impl<'a> Builder<'a> {
             return s.clone();
         }
         let Some(entry) = self.input.manifest.stemcell(alias) else {
-            self.error(PlanErrorKind::Stemcell, at.to_string(), format!("stemcell {alias} is not listed under stemcells"));
+            self.error(
+                PlanErrorKind::Stemcell,
+                at.to_string(),
+                format!("stemcell {alias} is not listed under stemcells"),
+            );
             return None;
         };
         let label = format!("{} ({})", entry.path, entry.alias);
@@ -420,7 +431,11 @@ impl<'a> Builder<'a> {
         let azs = match &ig.azs {
             None => {
                 if !cc.azs.is_empty() {
-                    self.error(PlanErrorKind::Placement, label.clone(), "no azs given; the cloud config defines azs".into());
+                    self.error(
+                        PlanErrorKind::Placement,
+                        label.clone(),
+                        "no azs given; the cloud config defines azs".into(),
+                    );
                 }
                 Vec::new()
             }
@@ -446,7 +461,8 @@ impl<'a> Builder<'a> {
         let slots = place(&azs, count, &known, statics.as_ref(), self.input.new_id);
         let mut ips: Vec<Vec<Option<IpAddr>>> = vec![vec![None; nets.len()]; slots.len()];
         // The placing network's IPs come with the slots (none when they were refused above).
-        let placing = nets.iter().find(|u| u.statics.is_some() && u.net.kind == NetworkType::Manual).map(|u| u.name.as_str());
+        let placing =
+            nets.iter().find(|u| u.statics.is_some() && u.net.kind == NetworkType::Manual).map(|u| u.name.as_str());
         self.other_statics(&label, &nets, &slots, &known, placing, &mut ips);
 
         let vm_cloud_properties = self.vm(ig, &label);
@@ -484,7 +500,11 @@ impl<'a> Builder<'a> {
             let at = format!("{at} ({name})");
             let Some(net) = self.networks.nets.get(&name).cloned() else {
                 if self.input.cloud_config.network(&name).is_none() {
-                    self.error(PlanErrorKind::Network, at, format!("network {name} is not defined in the cloud config"));
+                    self.error(
+                        PlanErrorKind::Network,
+                        at,
+                        format!("network {name} is not defined in the cloud config"),
+                    );
                 }
                 continue;
             };
@@ -498,7 +518,8 @@ impl<'a> Builder<'a> {
                             None
                         }
                         Ok(ips) if ips.len() as u64 != count => {
-                            let n = if ips.len() as u64 > count { "more than".to_string() } else { ips.len().to_string() };
+                            let n =
+                                if ips.len() as u64 > count { "more than".to_string() } else { ips.len().to_string() };
                             self.error(
                                 PlanErrorKind::Network,
                                 format!("{at}.static_ips"),
@@ -541,7 +562,8 @@ impl<'a> Builder<'a> {
     /// The first manual network with static IPs decides where instances go.
     fn placing_statics<'n>(&mut self, label: &str, azs: &[String], nets: &'n [NetUse]) -> Option<StaticIps<'n>> {
         let (i, u) = nets.iter().enumerate().find(|(_, u)| u.statics.is_some() && u.net.kind == NetworkType::Manual)?;
-        let zones: Vec<Option<String>> = if azs.is_empty() { vec![None] } else { azs.iter().cloned().map(Some).collect() };
+        let zones: Vec<Option<String>> =
+            if azs.is_empty() { vec![None] } else { azs.iter().cloned().map(Some).collect() };
         let mut ips = Vec::new();
         let mut ok = true;
         for ip in u.statics.as_ref().expect("found with statics") {
@@ -580,12 +602,16 @@ impl<'a> Builder<'a> {
                 }
                 continue;
             }
-            let fits = |ip: IpAddr, az: Option<&str>| u.net.kind != NetworkType::Manual || u.net.static_home(ip, az).is_some();
+            let fits =
+                |ip: IpAddr, az: Option<&str>| u.net.kind != NetworkType::Manual || u.net.static_home(ip, az).is_some();
             let mut free: Vec<Option<IpAddr>> = list.iter().copied().map(Some).collect();
             let mut pending = Vec::new();
             for (s, slot) in slots.iter().enumerate() {
                 let held = known.iter().find(|k| k.id == slot.id).and_then(|k| k.ips.get(&u.name)).copied();
-                match free.iter().position(|f| f.is_some() && *f == held && fits(held.expect("some"), slot.az.as_deref())) {
+                match free
+                    .iter()
+                    .position(|f| f.is_some() && *f == held && fits(held.expect("some"), slot.az.as_deref()))
+                {
                     Some(i) => ips[s][n] = free[i].take(),
                     None => pending.push(s),
                 }
@@ -615,7 +641,10 @@ impl<'a> Builder<'a> {
             (Some(p), _) => {
                 if let Some(name) = self.literal(p, || format!("{label}.vm_type")) {
                     match cc.vm_type(name) {
-                        Some(t) => cp = self.mapping(&t.cloud_properties, || format!("cloud config: {}.cloud_properties", t.path)),
+                        Some(t) => {
+                            cp = self
+                                .mapping(&t.cloud_properties, || format!("cloud config: {}.cloud_properties", t.path))
+                        }
                         None => self.error(
                             PlanErrorKind::Vm,
                             format!("{label}.vm_type"),
@@ -639,7 +668,8 @@ impl<'a> Builder<'a> {
             for (i, name) in self.strings(p, &format!("{label}.vm_extensions")).into_iter().enumerate() {
                 match cc.vm_extension(&name) {
                     Some(e) => {
-                        let over = self.mapping(&e.cloud_properties, || format!("cloud config: {}.cloud_properties", e.path));
+                        let over =
+                            self.mapping(&e.cloud_properties, || format!("cloud config: {}.cloud_properties", e.path));
                         deep_merge(&mut cp, &over);
                     }
                     None => self.error(
@@ -658,7 +688,8 @@ impl<'a> Builder<'a> {
             self.error(
                 PlanErrorKind::Vm,
                 format!("{label}.persistent_disks"),
-                "several named persistent disks are not supported yet; use persistent_disk or persistent_disk_type".into(),
+                "several named persistent disks are not supported yet; use persistent_disk or persistent_disk_type"
+                    .into(),
             );
             return None;
         }
@@ -677,7 +708,8 @@ impl<'a> Builder<'a> {
             return None;
         };
         let size = *self.literal(&t.disk_size, || format!("cloud config: {}.disk_size", t.path))?;
-        let cloud_properties = self.mapping(&t.cloud_properties, || format!("cloud config: {}.cloud_properties", t.path));
+        let cloud_properties =
+            self.mapping(&t.cloud_properties, || format!("cloud config: {}.cloud_properties", t.path));
         Some(DiskSpec { size_mb: size, disk_type: Some(name), cloud_properties })
     }
 
@@ -689,9 +721,13 @@ impl<'a> Builder<'a> {
             global: Option<&'u Update>,
             f: impl Fn(&'u Update) -> &'u Option<Param<T>>,
         ) -> Option<(&'u Param<T>, bool)> {
-            local.and_then(|u| f(u).as_ref().map(|p| (p, true))).or_else(|| global.and_then(|u| f(u).as_ref().map(|p| (p, false))))
+            local
+                .and_then(|u| f(u).as_ref().map(|p| (p, true)))
+                .or_else(|| global.and_then(|u| f(u).as_ref().map(|p| (p, false))))
         }
-        let path = |key: &str, is_local: bool| if is_local { format!("{label}.update.{key}") } else { format!("update.{key}") };
+        let path = |key: &str, is_local: bool| {
+            if is_local { format!("{label}.update.{key}") } else { format!("update.{key}") }
+        };
         let mut missing = Vec::new();
         let mut amount = |b: &mut Self, key: &'static str, got: Option<(&Param<Amount>, bool)>| -> Option<u64> {
             let Some((p, is_local)) = got else {
@@ -705,13 +741,14 @@ impl<'a> Builder<'a> {
         };
         let canaries = amount(self, "canaries", pick(local, global, |u| &u.canaries));
         let max_in_flight = amount(self, "max_in_flight", pick(local, global, |u| &u.max_in_flight)).map(|n| n.max(1));
-        let mut watch = |b: &mut Self, key: &'static str, got: Option<(&Param<WatchTime>, bool)>| -> Option<(u64, u64)> {
-            let Some((p, is_local)) = got else {
-                missing.push(key);
-                return None;
+        let mut watch =
+            |b: &mut Self, key: &'static str, got: Option<(&Param<WatchTime>, bool)>| -> Option<(u64, u64)> {
+                let Some((p, is_local)) = got else {
+                    missing.push(key);
+                    return None;
+                };
+                b.literal(p, || path(key, is_local)).map(|w| (w.min_ms, w.max_ms))
             };
-            b.literal(p, || path(key, is_local)).map(|w| (w.min_ms, w.max_ms))
-        };
         let canary_watch_time = watch(self, "canary_watch_time", pick(local, global, |u| &u.canary_watch_time));
         let update_watch_time = watch(self, "update_watch_time", pick(local, global, |u| &u.update_watch_time));
         for key in &missing {
@@ -796,7 +833,10 @@ impl<'a> Builder<'a> {
                     self.error(
                         PlanErrorKind::Addon,
                         label,
-                        format!("job {} is already on instance group {}; an addon cannot add it again", job.name, g.ig.name),
+                        format!(
+                            "job {} is already on instance group {}; an addon cannot add it again",
+                            job.name, g.ig.name
+                        ),
                     );
                     continue;
                 }
@@ -830,7 +870,10 @@ impl<'a> Builder<'a> {
                 self.error(
                     PlanErrorKind::Job,
                     label,
-                    format!("the spec of job {} in release {}/{} is unreadable: {e}", job.name, release.name, release.version),
+                    format!(
+                        "the spec of job {} in release {}/{} is unreadable: {e}",
+                        job.name, release.name, release.version
+                    ),
                 );
                 return None;
             }
@@ -838,7 +881,8 @@ impl<'a> Builder<'a> {
         let properties = if job_level { own } else { fallback.clone() };
         if job_level {
             for p in undeclared(&spec, &properties) {
-                self.warnings.push(format!("{label}: property {p} is not declared in the job's spec; no template can see it"));
+                self.warnings
+                    .push(format!("{label}: property {p} is not declared in the job's spec; no template can see it"));
             }
         }
         self.used_releases.insert((release.name.clone(), release.version.clone()));
@@ -958,11 +1002,9 @@ impl<'a> Builder<'a> {
                 let ip = g.ips[s][n];
                 let az = slot.az.as_deref();
                 let subnet = match (u.net.kind, ip) {
-                    (NetworkType::Manual, Some(ip)) => u
-                        .net
-                        .subnets_for(az)
-                        .find(|(_, sn)| sn.range.is_some_and(|b| b.contains(ip)))
-                        .map(|(_, sn)| sn),
+                    (NetworkType::Manual, Some(ip)) => {
+                        u.net.subnets_for(az).find(|(_, sn)| sn.range.is_some_and(|b| b.contains(ip))).map(|(_, sn)| sn)
+                    }
                     (NetworkType::Manual, None) | (NetworkType::Vip, _) => None,
                     (NetworkType::Dynamic, _) => u.net.subnets_for(az).next().map(|(_, sn)| sn),
                 };
@@ -971,7 +1013,10 @@ impl<'a> Builder<'a> {
                     name: u.name.clone(),
                     kind: u.net.kind.as_str().to_string(),
                     ip: ip.map(|ip| ip.to_string()),
-                    netmask: subnet.and_then(|sn| sn.range).filter(|_| u.net.kind == NetworkType::Manual).map(|b| b.netmask()),
+                    netmask: subnet
+                        .and_then(|sn| sn.range)
+                        .filter(|_| u.net.kind == NetworkType::Manual)
+                        .map(|b| b.netmask()),
                     gateway: subnet.and_then(|sn| sn.gateway).map(|g| g.to_string()),
                     dns: subnet.map(|sn| sn.dns.clone()).filter(|d| !d.is_empty()).unwrap_or(network_level.0),
                     default: u.default.clone(),
@@ -996,7 +1041,7 @@ impl<'a> Builder<'a> {
     // -----------------------------------------------------------------------------------------
     // links, packages, the result
 
-    fn links(&mut self, groups: &[GroupDraft<'a>]) -> Vec<Vec<BTreeMap<String, ResolvedLink>>> {
+    fn links(&mut self, groups: &[GroupDraft<'a>]) -> Vec<Vec<JobLinks>> {
         let views: Vec<LinkGroup<'_>> =
             groups.iter().map(|g| LinkGroup { name: &g.ig.name, jobs: &g.jobs, instances: &g.instances }).collect();
         let (links, errors) = resolve(&self.input.manifest.name, self.use_dns, &views);
@@ -1024,7 +1069,10 @@ impl<'a> Builder<'a> {
                     self.error(
                         PlanErrorKind::Package,
                         job.label.clone(),
-                        format!("needs package {name}, which release {}/{} does not have", release.name, release.version),
+                        format!(
+                            "needs package {name}, which release {}/{} does not have",
+                            release.name, release.version
+                        ),
                     );
                     continue;
                 };
@@ -1076,7 +1124,7 @@ impl<'a> Builder<'a> {
     fn finish(
         &mut self,
         groups: Vec<GroupDraft<'a>>,
-        mut links: Vec<Vec<BTreeMap<String, ResolvedLink>>>,
+        mut links: Vec<Vec<JobLinks>>,
     ) -> Result<DesiredDeployment, Vec<PlanError>> {
         let mut out = Vec::with_capacity(groups.len());
         for (gi, g) in groups.into_iter().enumerate() {

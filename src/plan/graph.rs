@@ -65,7 +65,8 @@ pub fn package_order(packages: &[PackageRef]) -> Result<Vec<PackageRef>, CycleEr
             }
         }
     }
-    let order = stable_toposort(&graph, |n| graph[n].to_string()).map_err(|cycle| CycleError { what: "package", cycle })?;
+    let order =
+        stable_toposort(&graph, |n| graph[n].to_string()).map_err(|cycle| CycleError { what: "package", cycle })?;
     let by_name: HashMap<&str, &PackageRef> = packages.iter().map(|p| (p.name.as_str(), p)).collect();
     Ok(order.into_iter().map(|n| by_name[graph[n]].clone()).collect())
 }
@@ -107,10 +108,8 @@ fn find_cycle<N: std::fmt::Display, K: Ord + Clone>(
     graph: &DiGraph<N, ()>,
     key: &impl Fn(NodeIndex) -> K,
 ) -> Vec<String> {
-    let cyclic: Vec<Vec<NodeIndex>> = tarjan_scc(graph)
-        .into_iter()
-        .filter(|scc| scc.len() > 1 || graph.contains_edge(scc[0], scc[0]))
-        .collect();
+    let cyclic: Vec<Vec<NodeIndex>> =
+        tarjan_scc(graph).into_iter().filter(|scc| scc.len() > 1 || graph.contains_edge(scc[0], scc[0])).collect();
     let start = cyclic.iter().flatten().min_by_key(|n| key(**n)).copied().expect("a cycle exists");
     let members: BTreeSet<NodeIndex> =
         cyclic.into_iter().find(|scc| scc.contains(&start)).expect("start is in a component").into_iter().collect();
@@ -205,8 +204,12 @@ impl LinkGraph {
                 }
             }
         }
-        let errands =
-            deployment.groups.iter().filter(|g| g.lifecycle == GroupLifecycle::Errand).map(|g| g.name.clone()).collect();
+        let errands = deployment
+            .groups
+            .iter()
+            .filter(|g| g.lifecycle == GroupLifecycle::Errand)
+            .map(|g| g.name.clone())
+            .collect();
         Self { edges, errands }
     }
 
@@ -272,8 +275,8 @@ impl LinkGraph {
                 graph.update_edge(c, p, ());
             }
         }
-        let order = stable_toposort(&graph, |n| position[&n])
-            .map_err(|cycle| CycleError { what: "instance group", cycle })?;
+        let order =
+            stable_toposort(&graph, |n| position[&n]).map_err(|cycle| CycleError { what: "instance group", cycle })?;
         Ok(order.into_iter().map(|n| graph[n].clone()).collect())
     }
 }
@@ -299,7 +302,13 @@ mod tests {
 
     #[test]
     fn packages_come_after_their_dependencies_ties_by_name() {
-        let order = package_order(&[pkg("zlib", &[]), pkg("app", &["ruby", "zlib"]), pkg("ruby", &["openssl"]), pkg("openssl", &[])]).unwrap();
+        let order = package_order(&[
+            pkg("zlib", &[]),
+            pkg("app", &["ruby", "zlib"]),
+            pkg("ruby", &["openssl"]),
+            pkg("openssl", &[]),
+        ])
+        .unwrap();
         assert_eq!(names(&order), ["openssl", "ruby", "zlib", "app"]);
     }
 

@@ -292,7 +292,8 @@ impl<'a> Allocator<'a> {
 
     /// Keeps `ip` for `holder` if it is still a valid dynamic address of `net` in `az`.
     pub fn keep(&mut self, net: &Net, az: Option<&str>, ip: IpAddr, holder: &str) -> bool {
-        let home = net.subnets_for(az).any(|(_, s)| s.range.is_some_and(|b| b.contains(ip)) && unusable(s, ip).is_none());
+        let home =
+            net.subnets_for(az).any(|(_, s)| s.range.is_some_and(|b| b.contains(ip)) && unusable(s, ip).is_none());
         home && self.claim(&net.name, ip, holder).is_ok()
     }
 

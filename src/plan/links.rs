@@ -69,13 +69,16 @@ fn text(v: Option<&Value>) -> Option<String> {
     v.and_then(yaml::scalar_text)
 }
 
-/// Resolves every consumed link. Returns per group, per job, the links by consumed name, and
-/// the problems as `(path, message)`.
+/// A job's resolved links, by consumed name.
+pub(crate) type JobLinks = BTreeMap<String, ResolvedLink>;
+
+/// Resolves every consumed link. Returns per group, per job, its links, and the problems as
+/// `(path, message)`.
 pub(crate) fn resolve(
     deployment: &str,
     use_dns: bool,
     groups: &[LinkGroup<'_>],
-) -> (Vec<Vec<BTreeMap<String, ResolvedLink>>>, Vec<(String, String)>) {
+) -> (Vec<Vec<JobLinks>>, Vec<(String, String)>) {
     let mut errors = Vec::new();
     let providers = providers(groups, &mut errors);
     let mut out = Vec::with_capacity(groups.len());
@@ -105,7 +108,10 @@ pub(crate) fn resolve(
                         }
                         match text(m.get("from")) {
                             Some(from) => Want::From { from, network },
-                            None if m.contains_key("instances") || m.contains_key("properties") || m.contains_key("address") => {
+                            None if m.contains_key("instances")
+                                || m.contains_key("properties")
+                                || m.contains_key("address") =>
+                            {
                                 Want::Manual(yaml::to_json(&Value::Mapping(m.clone())))
                             }
                             None => Want::Implicit { network },
@@ -133,7 +139,10 @@ pub(crate) fn resolve(
                     Want::From { from, .. } => {
                         let named: Vec<&Provider> = providers.iter().filter(|p| &p.alias == from).collect();
                         if named.is_empty() {
-                            errors.push((job.label.clone(), format!("{at}: no provider named {from} in deployment {deployment}")));
+                            errors.push((
+                                job.label.clone(),
+                                format!("{at}: no provider named {from} in deployment {deployment}"),
+                            ));
                             continue;
                         }
                         let typed: Vec<&Provider> = named.iter().copied().filter(|p| p.kind == def.kind).collect();
@@ -186,14 +195,22 @@ fn providers(groups: &[LinkGroup<'_>], errors: &mut Vec<(String, String)>) -> Ve
     let mut out = Vec::new();
     for (gi, g) in groups.iter().enumerate() {
         for (ji, job) in g.jobs.iter().enumerate() {
-            let mut declared: Vec<(String, String, Vec<String>, bool)> =
-                job.spec.provides.iter().map(|p| (p.name.clone(), p.kind.clone(), p.properties.clone(), false)).collect();
+            let mut declared: Vec<(String, String, Vec<String>, bool)> = job
+                .spec
+                .provides
+                .iter()
+                .map(|p| (p.name.clone(), p.kind.clone(), p.properties.clone(), false))
+                .collect();
             for c in &job.custom {
                 match c.properties.literal() {
                     Some(props) => declared.push((c.name.clone(), c.kind.clone(), props.clone(), true)),
                     None => errors.push((
                         job.label.clone(),
-                        format!("custom_provider_definitions {}: variable {} was not interpolated", c.name, c.properties.var().unwrap_or("")),
+                        format!(
+                            "custom_provider_definitions {}: variable {} was not interpolated",
+                            c.name,
+                            c.properties.var().unwrap_or("")
+                        ),
                     )),
                 }
             }
@@ -240,7 +257,8 @@ fn link(
     let job = &g.jobs[p.job];
     let mut properties = Json::Object(Default::default());
     for name in &p.properties {
-        let value = if p.custom { get_path(&job.properties, name).cloned() } else { lookup(&job.spec, &job.properties, name) };
+        let value =
+            if p.custom { get_path(&job.properties, name).cloned() } else { lookup(&job.spec, &job.properties, name) };
         if let Some(v) = value {
             set_path(&mut properties, name, v);
         }
@@ -260,7 +278,7 @@ fn link(
         };
         let address = match (&net.ip, use_dns) {
             (Some(ip), false) => ip.clone(),
-            _ => format!("{}.{}.{}.{}.bosh", i.id, dns_label(&g.name), dns_label(&net.name), dns_label(deployment)),
+            _ => format!("{}.{}.{}.{}.bosh", i.id, dns_label(g.name), dns_label(&net.name), dns_label(deployment)),
         };
         instances.push(LinkInstance {
             name: g.name.to_string(),

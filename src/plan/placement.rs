@@ -29,11 +29,14 @@ pub(crate) struct Slot {
     pub static_ip: Option<IpAddr>,
 }
 
-/// The static IPs of one network, each with the AZs it can serve (in the group's AZ order;
-/// `[None]` for a group without AZs).
+/// A static IP with the AZs it can serve (in the group's AZ order; `[None]` for a group
+/// without AZs).
+pub(crate) type StaticIp = (IpAddr, Vec<Option<String>>);
+
+/// The static IPs of one network, in the manifest's order.
 pub(crate) struct StaticIps<'a> {
     pub network: &'a str,
-    pub ips: Vec<(IpAddr, Vec<Option<String>>)>,
+    pub ips: Vec<StaticIp>,
 }
 
 /// Places `count` instances over `azs` (empty: the group has none). `known` are the group's
@@ -128,8 +131,8 @@ fn by_static_ips(
     indexes: &mut FreeIndexes,
     new_id: &dyn Fn() -> String,
 ) -> Vec<Slot> {
-    let mut free: Vec<Option<(IpAddr, &Vec<Option<String>>)>> =
-        statics.ips.iter().map(|(ip, azs)| Some((*ip, azs))).collect();
+    // Taken IPs become `None`, so positions stay those of the manifest's list.
+    let mut free: Vec<Option<&StaticIp>> = statics.ips.iter().map(Some).collect();
     let mut slots = Vec::new();
     let mut homeless = Vec::new();
     // Instances whose IP is still listed (for their AZ) keep it.
@@ -139,7 +142,7 @@ fn by_static_ips(
         match at {
             Some(i) => {
                 let (ip, _) = free[i].take().expect("position found it");
-                slots.push(kept(k, Some(ip)));
+                slots.push(kept(k, Some(*ip)));
             }
             None => homeless.push(k),
         }
@@ -148,13 +151,20 @@ fn by_static_ips(
     for k in homeless {
         if let Some(i) = free.iter().position(|f| matches!(f, Some((_, azs)) if azs.contains(&k.az))) {
             let (ip, _) = free[i].take().expect("position found it");
-            slots.push(kept(k, Some(ip)));
+            slots.push(kept(k, Some(*ip)));
         }
     }
     // Every IP left makes a new instance.
     for (ip, azs) in free.into_iter().flatten() {
         let az = emptiest(azs, &slots);
-        slots.push(Slot { index: indexes.take(), id: new_id(), az, bootstrap: false, known: false, static_ip: Some(ip) });
+        slots.push(Slot {
+            index: indexes.take(),
+            id: new_id(),
+            az,
+            bootstrap: false,
+            known: false,
+            static_ip: Some(*ip),
+        });
     }
     slots
 }

@@ -72,7 +72,8 @@ mod tests {
 
     #[test]
     fn versions_order_numerically_with_dev_and_rc_suffixes() {
-        let mut versions = vec!["56.9.1", "0+dev.10", "1.406", "56.26.0", "0+dev.9", "1", "1.99", "2.0.0-rc.1", "2.0.0"];
+        let mut versions =
+            vec!["56.9.1", "0+dev.10", "1.406", "56.26.0", "0+dev.9", "1", "1.99", "2.0.0-rc.1", "2.0.0"];
         versions.sort_by(|a, b| compare_versions(a, b));
         assert_eq!(versions, ["0+dev.9", "0+dev.10", "1", "1.99", "1.406", "2.0.0-rc.1", "2.0.0", "56.9.1", "56.26.0"]);
         assert_eq!(highest(["3", "12", "9"]), Some("12"));

@@ -144,7 +144,14 @@ pub fn web_release(version: &str) -> ReleaseRecord {
         "web",
         version,
         &[NGINX_SPEC, APP_SPEC, POSTGRES_SPEC],
-        &[("nginx", &["pcre", "openssl"]), ("pcre", &[]), ("openssl", &[]), ("ruby", &["openssl", "yaml"]), ("yaml", &[]), ("postgres", &["openssl"])],
+        &[
+            ("nginx", &["pcre", "openssl"]),
+            ("pcre", &[]),
+            ("openssl", &[]),
+            ("ruby", &["openssl", "yaml"]),
+            ("yaml", &[]),
+            ("postgres", &["openssl"]),
+        ],
     )
 }
 
@@ -207,7 +214,9 @@ impl World {
         let runtime: Vec<(String, RuntimeConfig)> = self
             .runtime
             .iter()
-            .map(|(n, t)| (n.clone(), RuntimeConfig::from_value(&parse(t, "rc.yml").unwrap(), n).expect("runtime config").model))
+            .map(|(n, t)| {
+                (n.clone(), RuntimeConfig::from_value(&parse(t, "rc.yml").unwrap(), n).expect("runtime config").model)
+            })
             .collect();
         let new_id = || {
             self.next.set(self.next.get() + 1);
