@@ -104,10 +104,11 @@ impl Scope {
         if let Some(value) = get_path(&self.properties, name) {
             return Ok(value.clone());
         }
-        let related = self
-            .declared
-            .iter()
-            .any(|d| d == name || d.strip_prefix(name).is_some_and(|r| r.starts_with('.')) || name.strip_prefix(d.as_str()).is_some_and(|r| r.starts_with('.')));
+        let related = self.declared.iter().any(|d| {
+            d == name
+                || d.strip_prefix(name).is_some_and(|r| r.starts_with('.'))
+                || name.strip_prefix(d.as_str()).is_some_and(|r| r.starts_with('.'))
+        });
         Err(if related {
             Problem::MissingProperty { name: name.to_string() }
         } else {
@@ -183,7 +184,8 @@ pub(super) fn register(registry: &mut Handlebars<'_>, scope: &Arc<Scope>) {
                 (Some(value), _) => Ok(value.clone()),
                 (None, Some(fallback)) => Ok(fallback.value().clone()),
                 (None, None) => {
-                    Err(Problem::MissingLinkProperty { link: link.to_string(), name: name.to_string() }.into_render_error())
+                    Err(Problem::MissingLinkProperty { link: link.to_string(), name: name.to_string() }
+                        .into_render_error())
                 }
             }
         })),

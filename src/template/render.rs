@@ -47,7 +47,8 @@ pub struct TemplateError {
     pub job: String,
     /// The template's source name (a key of the spec's `templates`), or `monit`.
     pub template: String,
-    pub problem: Problem,
+    /// Boxed to keep `Result<_, TemplateError>` small.
+    pub problem: Box<Problem>,
     pub line: Option<usize>,
     pub column: Option<usize>,
 }
@@ -68,7 +69,7 @@ pub fn render_job(templates: &JobTemplates, ctx: &RenderContext<'_>) -> Result<R
     let fail = |template: &str, problem| TemplateError {
         job: job.to_string(),
         template: template.to_string(),
-        problem,
+        problem: Box::new(problem),
         line: None,
         column: None,
     };
@@ -103,7 +104,7 @@ pub fn render_job(templates: &JobTemplates, ctx: &RenderContext<'_>) -> Result<R
         let text = registry.render_with_context(&key, &data).map_err(|e| TemplateError {
             job: job.to_string(),
             template: source.to_string(),
-            problem: Problem::of(&e),
+            problem: Box::new(Problem::of(&e)),
             line: e.line_no,
             column: e.column_no,
         })?;
@@ -123,7 +124,13 @@ struct Unnamed {
 
 impl Unnamed {
     fn named(self, template: &str) -> TemplateError {
-        TemplateError { job: String::new(), template: template.to_string(), problem: self.problem, line: self.line, column: self.column }
+        TemplateError {
+            job: String::new(),
+            template: template.to_string(),
+            problem: Box::new(self.problem),
+            line: self.line,
+            column: self.column,
+        }
     }
 }
 
@@ -148,7 +155,10 @@ fn destinations(templates: &BTreeMap<String, String>) -> Result<Vec<(String, Str
                 || other.strip_prefix(normalised.as_str()).is_some_and(|r| r.starts_with('/'))
         });
         if let Some((_, owner)) = clash {
-            return Err((source.clone(), Problem::DestinationClash { destination: destination.clone(), other: owner.clone() }));
+            return Err((
+                source.clone(),
+                Problem::DestinationClash { destination: destination.clone(), other: owner.clone() },
+            ));
         }
         taken.insert(normalised.clone(), format!("template {source}"));
         out.push((source.clone(), normalised));
@@ -255,7 +265,11 @@ consumes:
 
     fn templates(template: &str, monit: Option<&str>) -> JobTemplates {
         let spec = crate::release::manifest::parse(SPEC, "spec").unwrap();
-        JobTemplates::new(spec, [("t.hbs".to_string(), template.as_bytes().to_vec())].into(), monit.map(|m| m.as_bytes().to_vec()))
+        JobTemplates::new(
+            spec,
+            [("t.hbs".to_string(), template.as_bytes().to_vec())].into(),
+            monit.map(|m| m.as_bytes().to_vec()),
+        )
     }
 
     fn render_with(template: &str, job: &DesiredJob) -> Result<String, TemplateError> {
@@ -286,7 +300,10 @@ consumes:
 
     #[test]
     fn p_prints_scalars_plainly_and_structures_as_json() {
-        assert_eq!(render(r#"{{p "web.name"}} {{p "web.admins"}} {{p "web.limits"}}"#).unwrap(), r#"shop ["root"] {"conns":10,"rate":2.5}"#);
+        assert_eq!(
+            render(r#"{{p "web.name"}} {{p "web.admins"}} {{p "web.limits"}}"#).unwrap(),
+            r#"shop ["root"] {"conns":10,"rate":2.5}"#
+        );
         assert_eq!(
             render(r#"{{p "web"}}"#).unwrap(),
             r#"{"admins":["root"],"limits":{"conns":10,"rate":2.5},"name":"shop","port":9000}"#,
@@ -299,14 +316,14 @@ consumes:
     #[test]
     fn a_missing_property_names_job_template_and_property() {
         let err = render("line one\n  {{p \"web.tls.cert\"}}").unwrap_err();
-        assert_eq!(err.problem, Problem::MissingProperty { name: "web.tls.cert".into() });
+        assert_eq!(*err.problem, Problem::MissingProperty { name: "web.tls.cert".into() });
         assert_eq!(err.line, Some(2));
         assert!(
             err.to_string().starts_with("job web, template t.hbs: property web.tls.cert has no value and no default"),
             "{err}"
         );
         let err = render(r#"{{#each (p "web.nope")}}{{/each}}"#).unwrap_err();
-        assert_eq!(err.problem, Problem::UndeclaredProperty { name: "web.nope".into() });
+        assert_eq!(*err.problem, Problem::UndeclaredProperty { name: "web.nope".into() });
     }
 
     #[test]
@@ -319,7 +336,7 @@ consumes:
         assert_eq!(render_with(r#"{{#if_p "web.tls.cert" "web.name"}}both{{/if_p}}"#, &with_cert).unwrap(), "both");
         assert_eq!(render(r#"{{#if_p "web.port" "web.tls.cert"}}both{{else}}not{{/if_p}}"#).unwrap(), "not");
         let err = render(r#"{{#if_p "web.tls.crt"}}x{{/if_p}}"#).unwrap_err();
-        assert_eq!(err.problem, Problem::UndeclaredProperty { name: "web.tls.crt".into() }, "a typo is not a false");
+        assert_eq!(*err.problem, Problem::UndeclaredProperty { name: "web.tls.crt".into() }, "a typo is not a false");
     }
 
     #[test]
@@ -329,7 +346,7 @@ consumes:
         assert_eq!(render("{{json (p \"web.admins\") pretty=true}}").unwrap(), "[\n  \"root\"\n]");
         assert_eq!(render("l:\n  {{yaml (p \"web.limits\") indent=2}}\n").unwrap(), "l:\n  conns: 10\n  rate: 2.5\n");
         let err = render("{{json spec.nope}}").unwrap_err();
-        assert_eq!(err.problem, Problem::UndefinedVariable { path: "spec.nope".into() });
+        assert_eq!(*err.problem, Problem::UndefinedVariable { path: "spec.nope".into() });
     }
 
     #[test]
@@ -339,8 +356,11 @@ consumes:
         assert_eq!(render(t).unwrap(), "postgres 10.0.1.1 db/shop: db/0@10.0.1.1(z1)* db/1@10.0.1.2(z2)");
         assert_eq!(render(r#"{{link_p "db" "db.port"}} {{link_p "db" "db.ssl" false}}"#).unwrap(), "5432 false");
         let err = render(r#"{{link_p "db" "db.password"}}"#).unwrap_err();
-        assert_eq!(err.problem, Problem::MissingLinkProperty { link: "db".into(), name: "db.password".into() });
-        assert_eq!(err.to_string(), "job web, template t.hbs: link db does not expose property db.password (line 1, column 1)");
+        assert_eq!(*err.problem, Problem::MissingLinkProperty { link: "db".into(), name: "db.password".into() });
+        assert_eq!(
+            err.to_string(),
+            "job web, template t.hbs: link db does not expose property db.password (line 1, column 1)"
+        );
     }
 
     #[test]
@@ -348,11 +368,14 @@ consumes:
         assert_eq!(render(r#"{{#if_link "cache"}}cache{{else}}no cache{{/if_link}}"#).unwrap(), "no cache");
         assert_eq!(render(r#"{{#if_link "db" as |db|}}{{db.address}}{{/if_link}}"#).unwrap(), "10.0.1.1");
         let err = render(r#"{{json (link "cache")}}"#).unwrap_err();
-        assert_eq!(err.problem, Problem::AbsentLink { name: "cache".into() });
+        assert_eq!(*err.problem, Problem::AbsentLink { name: "cache".into() });
         let err = render(r#"{{#if_link "queue"}}{{/if_link}}"#).unwrap_err();
-        assert_eq!(err.problem, Problem::UnknownLink { name: "queue".into() });
+        assert_eq!(*err.problem, Problem::UnknownLink { name: "queue".into() });
         let err = render(r#"{{link "queue"}}"#).unwrap_err();
-        assert!(err.to_string().starts_with("job web, template t.hbs: link queue is not consumed by this job"), "{err}");
+        assert!(
+            err.to_string().starts_with("job web, template t.hbs: link queue is not consumed by this job"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -365,25 +388,46 @@ consumes:
             "front/1 0a1b z2 shop false 10.0.0.7 10.0.0.7 255.255.255.0 10.0.0.1 1024 shop/1.2 web /var/vcap"
         );
         let err = render("ok\n{{spec.adress}}").unwrap_err();
-        assert_eq!(err.problem, Problem::UndefinedVariable { path: "spec.adress".into() });
+        assert_eq!(*err.problem, Problem::UndefinedVariable { path: "spec.adress".into() });
         assert_eq!(err.line, Some(2));
         let err = render("{{nope \"x\"}}").unwrap_err();
-        assert_eq!(err.problem, Problem::UnknownHelper { name: "nope".into() });
+        assert_eq!(*err.problem, Problem::UnknownHelper { name: "nope".into() });
+    }
+
+    #[test]
+    fn the_idioms_the_docs_show_work() {
+        let t = r#"{{#with (link "db")}}{{#each instances}}{{address}}{{#unless @last}},{{/unless}}{{/each}}{{/with}}"#;
+        assert_eq!(render(t).unwrap(), "10.0.1.1,10.0.1.2");
+        assert_eq!(render(r#"{{lookup (link "db") "address"}}"#).unwrap(), "10.0.1.1");
+        assert_eq!(
+            render(r#"{{#if (eq spec.az "z2")}}z2{{/if}} {{#if (and spec.index (not spec.bootstrap))}}y{{/if}}"#)
+                .unwrap(),
+            "z2 y"
+        );
+        assert_eq!(render("a\n  {{~p \"web.port\"~}}  \nb").unwrap(), "a9000b");
+        assert_eq!(render(r#"[{{p "web.tls.cert" null}}]"#).unwrap(), "[]");
+        let err = render("{{> other}}").unwrap_err();
+        assert!(matches!(*err.problem, Problem::Other { .. }), "no partials: {err}");
     }
 
     #[test]
     fn nothing_is_escaped() {
         let job = job(json!({"web": {"name": "<a href=\"x\">&'</a>"}}));
-        assert_eq!(render_with(r#"{{p "web.name"}}|{{{p "web.name"}}}"#, &job).unwrap(), "<a href=\"x\">&'</a>|<a href=\"x\">&'</a>");
+        assert_eq!(
+            render_with(r#"{{p "web.name"}}|{{{p "web.name"}}}"#, &job).unwrap(),
+            "<a href=\"x\">&'</a>|<a href=\"x\">&'</a>"
+        );
     }
 
     #[test]
     fn syntax_errors_and_erb_are_refused() {
         let err = render("{{#if_p \"web.port\"}}x{{/if}}").unwrap_err();
-        assert!(matches!(err.problem, Problem::Syntax { .. }), "{err}");
+        assert!(matches!(*err.problem, Problem::Syntax { .. }), "{err}");
         assert!(err.to_string().starts_with("job web, template t.hbs: invalid template:"), "{err}");
 
-        let spec = crate::release::manifest::parse("name: web\ntemplates: {a.hbs: a, config.yml.erb: config.yml}\n", "spec").unwrap();
+        let spec =
+            crate::release::manifest::parse("name: web\ntemplates: {a.hbs: a, config.yml.erb: config.yml}\n", "spec")
+                .unwrap();
         let files = [("a.hbs".to_string(), b"a".to_vec()), ("config.yml.erb".to_string(), b"<%= p('x') %>".to_vec())];
         let templates = JobTemplates::new(spec, files.into(), None);
         let (instance, job) = (instance(), job(json!({})));
@@ -413,8 +457,12 @@ consumes:
         }
         let err = destinations(&[("a".to_string(), "monit".to_string())].into()).unwrap_err();
         assert_eq!(err.1.to_string(), "destination `monit` is also where the job's monit file renders to");
-        let err = destinations(&[("a".to_string(), "bin".to_string()), ("b".to_string(), "bin/b".to_string())].into()).unwrap_err();
-        assert_eq!(err, ("b".to_string(), Problem::DestinationClash { destination: "bin/b".into(), other: "template a".into() }));
+        let err = destinations(&[("a".to_string(), "bin".to_string()), ("b".to_string(), "bin/b".to_string())].into())
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ("b".to_string(), Problem::DestinationClash { destination: "bin/b".into(), other: "template a".into() })
+        );
     }
 
     #[test]
@@ -428,7 +476,8 @@ consumes:
             root: "/var/vcap".into(),
             persistent_disk_mb: 0,
         };
-        let rendered = render_job(&templates("x", Some("check process {{spec.job.name}} {{p \"web.port\"}}")), &ctx).unwrap();
+        let rendered =
+            render_job(&templates("x", Some("check process {{spec.job.name}} {{p \"web.port\"}}")), &ctx).unwrap();
         assert_eq!(rendered.files["monit"], b"check process web 8080");
         let rendered = render_job(&templates("x", None), &ctx).unwrap();
         assert_eq!(rendered.files["monit"], b"");
@@ -438,8 +487,10 @@ consumes:
 
     #[test]
     fn the_tarball_is_sorted_with_fixed_headers() {
-        let files: BTreeMap<String, Vec<u8>> =
-            [("monit", "m"), ("bin/ctl", "#!/bin/sh"), ("config/a.yml", "a: 1")].iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+        let files: BTreeMap<String, Vec<u8>> = [("monit", "m"), ("bin/ctl", "#!/bin/sh"), ("config/a.yml", "a: 1")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect();
         let tgz = pack(&files).unwrap();
         assert_eq!(tgz, pack(&files).unwrap());
         assert_eq!(&tgz[4..8], &[0, 0, 0, 0], "gzip mtime is zero");
