@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -117,7 +118,28 @@ pub fn run(deployment: Option<String>, args: DeployArgs) -> anyhow::Result<ExitC
     let reporter = progress::reporter(args.json);
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = runtime.block_on(deploy(&director, deployment.as_deref(), &args, reporter.as_ref()))?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let quiet = args.json;
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, Ordering::SeqCst);
+            if !quiet {
+                eprintln!("Interrupted: letting running steps finish, starting nothing new (Ctrl-C again to kill)");
+            }
+            let _ = tokio::signal::ctrl_c().await;
+            std::process::exit(130);
+        }
+    });
+    let result = runtime.block_on(deploy(&director, deployment.as_deref(), &args, reporter.as_ref(), cancel.clone()));
+    let report = match result {
+        Ok(report) => report,
+        Err(e) if cancel.load(Ordering::SeqCst) => {
+            eprintln!("Error: {e:#}");
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) => return Err(e),
+    };
     let summary = format!(
         "Deployed in {:.1}s: {} created, {} updated, {} recreated, {} deleted, {} unchanged; {} packages compiled, {} from cache",
         started.elapsed().as_secs_f64(),
@@ -196,23 +218,26 @@ pub fn runtime_configs(director: &Director) -> anyhow::Result<(Vec<(String, Runt
     Ok((configs, ids))
 }
 
-async fn deploy(director: &Director, deployment: Option<&str>, args: &DeployArgs, reporter: &dyn Reporter) -> anyhow::Result<crate::converge::deploy::DeployReport> {
-    let state = &director.state;
-    let (doc, manifest) = read_manifest(director, &args.manifest, &args.flags, deployment)?;
-    let (cloud, cloud_id) = cloud_config(director, args.cloud_config.as_deref())?;
-    let (runtimes, runtime_ids) = runtime_configs(director)?;
-    let _lock = state.lock(&format!("deployment:{}", manifest.name), Some(Duration::from_secs(5)))?;
+/// What every VM-making command needs once the desired deployment is known: the CPIs, how to
+/// reach VMs, the stemcells' cids, and every group's compiled packages (compiling what the cache
+/// lacks).
+pub struct Prepared {
+    pub cpis: CpiSet,
+    pub reach: Reach,
+    pub stemcell_cids: BTreeMap<(String, String), Cid>,
+    pub compiled: CompiledByGroup,
+    pub packages_compiled: usize,
+    pub packages_cached: usize,
+}
 
-    let desired = desire(director, &manifest, &cloud, &runtimes)?;
-    for warning in &desired.warnings {
-        reporter.note(&format!("warning: {warning}"));
-    }
+pub async fn prepare(director: &Director, desired: &DesiredDeployment, cloud: &CloudConfig, reporter: &dyn Reporter) -> anyhow::Result<Prepared> {
+    let state = &director.state;
     let cpis = director.cpis()?;
     let reach = director.reach()?;
 
     // Stemcells known to every CPI that will make a VM with them.
     let mut stemcell_cids = BTreeMap::new();
-    let compilation_cpi = compilation_cpi(&cloud, &cpis)?;
+    let compilation_cpi = compilation_cpi(cloud, &cpis)?;
     for group in &desired.groups {
         let mut cpi_names: Vec<Option<String>> = group.instances.iter().map(|i| i.cpi.clone()).collect();
         cpi_names.push(Some(compilation_cpi.clone()));
@@ -229,7 +254,7 @@ async fn deploy(director: &Director, deployment: Option<&str>, args: &DeployArgs
     }
 
     // Packages: compiled once per stemcell, shared by every group needing them.
-    let workers = compile_workers(&cloud, &cpis, &reach)?;
+    let workers = compile_workers(cloud, &cpis, &reach)?;
     let mut wanted = Vec::new();
     for group in &desired.groups {
         let key = (compilation_cpi.clone(), format!("{}/{}", group.stemcell.name, group.stemcell.version));
@@ -253,17 +278,46 @@ async fn deploy(director: &Director, deployment: Option<&str>, args: &DeployArgs
             .collect::<anyhow::Result<Vec<_>>>()?;
         by_group.insert(group.name.clone(), list);
     }
+    Ok(Prepared {
+        cpis,
+        reach,
+        stemcell_cids,
+        compiled: by_group,
+        packages_compiled: compiled.compiled,
+        packages_cached: compiled.cached,
+    })
+}
 
+async fn deploy(
+    director: &Director,
+    deployment: Option<&str>,
+    args: &DeployArgs,
+    reporter: &dyn Reporter,
+    cancel: Arc<AtomicBool>,
+) -> anyhow::Result<crate::converge::deploy::DeployReport> {
+    let state = &director.state;
+    let (doc, manifest) = read_manifest(director, &args.manifest, &args.flags, deployment)?;
+    let (cloud, cloud_id) = cloud_config(director, args.cloud_config.as_deref())?;
+    let (runtimes, runtime_ids) = runtime_configs(director)?;
+    let _lock = state.lock(&format!("deployment:{}", manifest.name), Some(Duration::from_secs(5)))?;
+
+    let desired = desire(director, &manifest, &cloud, &runtimes)?;
+    for warning in &desired.warnings {
+        reporter.note(&format!("warning: {warning}"));
+    }
+    let prepared = prepare(director, &desired, &cloud, reporter).await?;
     let options = DeployOptions {
         recreate: args.recreate,
         canaries: args.canaries,
         max_in_flight: args.max_in_flight,
         skip_drain: args.skip_drain,
     };
-    let deployer = Deployer::new(state, &director.blobs, &cpis, reach, reporter, options, stemcell_cids);
-    let mut report = deployer.deploy(&desired, &by_group).await?;
-    report.packages_compiled = compiled.compiled;
-    report.packages_cached = compiled.cached;
+    let mut deployer =
+        Deployer::new(state, &director.blobs, &prepared.cpis, prepared.reach.clone(), reporter, options, prepared.stemcell_cids.clone());
+    deployer.cancel = cancel;
+    let mut report = deployer.deploy(&desired, &prepared.compiled).await?;
+    report.packages_compiled = prepared.packages_compiled;
+    report.packages_cached = prepared.packages_cached;
 
     state.set_deployment_usage(&desired.name, &desired.releases, &desired.stemcells.iter().map(|s| (s.name.clone(), s.version.clone())).collect::<Vec<_>>())?;
     state.record_deployed_manifest(&desired.name, &yaml::to_string(&doc), cloud_id, &runtime_ids)?;

@@ -14,6 +14,7 @@ pub mod artifacts;
 pub mod configs;
 pub mod cpi;
 pub mod deploy;
+pub mod errand;
 pub mod progress;
 pub mod create_release;
 pub mod create_stemcell;
@@ -67,6 +68,8 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Deploy a manifest: compile what is missing, create and converge VMs (`rosh -d NAME deploy M`).
     Deploy(deploy::DeployArgs),
+    /// Run an errand of the deployed manifest (`rosh -d NAME run-errand smoke-tests`).
+    RunErrand(errand::RunErrandArgs),
     /// rosh's own CPIs behind the BOSH CPI protocol (`rosh cpi serve local`).
     Cpi(cpi::CpiArgs),
     /// Validate a cloud config and store it as the director's next version.
@@ -104,6 +107,7 @@ pub fn main() -> ExitCode {
         Command::Agent(args) => agent::run(args),
         Command::Cpi(args) => cpi::run(args),
         Command::Deploy(args) => deploy::run(cli.deployment, args),
+        Command::RunErrand(args) => errand::run(cli.deployment, args),
         Command::UpdateCloudConfig(args) => configs::update_cloud_config(args),
         Command::CloudConfig(args) => configs::cloud_config(args),
         Command::UpdateRuntimeConfig(args) => configs::update_runtime_config(args),

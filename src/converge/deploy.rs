@@ -18,6 +18,7 @@
 //! so a changed configuration is seen as such.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,7 +89,14 @@ pub struct Deployer<'a> {
     pub stemcell_cids: BTreeMap<(String, String), Cid>,
     /// Job templates by job blob digest, read once.
     templates: Mutex<HashMap<String, Arc<JobTemplates>>>,
+    /// Set on Ctrl-C: no new instance is started; running ones finish.
+    pub cancel: Arc<AtomicBool>,
 }
+
+/// The deploy stopped because the operator asked it to (Ctrl-C).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: instances already being updated finished and are recorded; nothing else was started")]
+pub struct Interrupted;
 
 /// One instance's work.
 struct Work<'d> {
@@ -109,7 +117,17 @@ impl<'a> Deployer<'a> {
         options: DeployOptions,
         stemcell_cids: BTreeMap<(String, String), Cid>,
     ) -> Deployer<'a> {
-        Deployer { state, blobs, cpis, reach, reporter, options, stemcell_cids, templates: Mutex::new(HashMap::new()) }
+        Deployer {
+            state,
+            blobs,
+            cpis,
+            reach,
+            reporter,
+            options,
+            stemcell_cids,
+            templates: Mutex::new(HashMap::new()),
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     fn job_templates(&self, sha256: &str, name: &str) -> anyhow::Result<Arc<JobTemplates>> {
@@ -263,11 +281,13 @@ impl<'a> Deployer<'a> {
             ordered.sort_by(|a, b| (a.instance.az.clone(), a.instance.index).cmp(&(b.instance.az.clone(), b.instance.index)));
             let (first, rest) = ordered.split_at(canaries);
             for w in first {
+                self.check_cancel()?;
                 self.converge_one(desired, w, compiled, true)
                     .await
                     .with_context(|| format!("canary {} failed; instance group {} stopped", w.instance.name(), group.name))?;
             }
             for chunk in rest.chunks(in_flight) {
+                self.check_cancel()?;
                 let results = futures::future::join_all(chunk.iter().map(|w| self.converge_one(desired, w, compiled, false))).await;
                 for (w, result) in chunk.iter().zip(results) {
                     result.with_context(|| format!("updating {}", w.instance.name()))?;
@@ -278,10 +298,102 @@ impl<'a> Deployer<'a> {
         if !removed.is_empty() {
             self.reporter.stage("Deleting removed instances", removed.len());
             for record in removed {
+                self.check_cancel()?;
                 self.delete_instance(record).await?;
             }
         }
         Ok(report)
+    }
+
+    fn check_cancel(&self) -> anyhow::Result<()> {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(Interrupted.into());
+        }
+        Ok(())
+    }
+
+    /// Runs errand group `group` of `deployment`: a VM per instance made and given the group's
+    /// jobs like any instance, then each job's `bin/run` instead of starting processes. The VMs
+    /// are deleted afterwards unless `keep_alive`. Answers each instance's results.
+    pub async fn run_errand(
+        &self,
+        deployment: &DesiredDeployment,
+        group: &DesiredGroup,
+        compiled: &CompiledByGroup,
+        keep_alive: bool,
+    ) -> anyhow::Result<Vec<(String, Vec<crate::agent::protocol::ScriptResult>)>> {
+        let mut out = Vec::new();
+        for instance in &group.instances {
+            let task = instance.name();
+            let (cpi_name, cpi) = self.cpis.get(instance.cpi.as_deref())?;
+            let record = InstanceRecord {
+                deployment: deployment.name.clone(),
+                group: instance.group.clone(),
+                index: instance.index,
+                uuid: instance.id.clone(),
+                az: instance.az.clone(),
+                bootstrap: instance.bootstrap,
+                state: InstanceState::Stopped,
+                dirty: false,
+                ignore: false,
+                vm: None,
+                applied_json: None,
+                applied_digest: None,
+                ips: BTreeMap::new(),
+                updated_at: String::new(),
+            };
+            let existing = self.state.instance(&deployment.name, &instance.id)?;
+            if existing.is_none() {
+                self.state.upsert_instance(&record)?;
+            }
+            let work = Work { group, instance, record: existing.clone(), action: Action::Create, reasons: Vec::new() };
+            let (agent, endpoint) = match existing.as_ref().and_then(|r| r.vm.clone()) {
+                Some(vm) => {
+                    let endpoint: SshEndpoint = serde_json::from_str(&vm.endpoint_json)?;
+                    (self.reach.agent(&endpoint).await?, endpoint)
+                }
+                None => {
+                    self.reporter.step(&task, "creating VM");
+                    self.create_vm(deployment, &work, &cpi_name, cpi.as_ref()).await?
+                }
+            };
+            let spec = self.instance_spec(deployment, group, instance, compiled, &endpoint.root)?;
+            self.reporter.step(&task, "uploading packages and jobs");
+            let mut digests: Vec<String> = spec.packages.values().cloned().collect();
+            digests.extend(spec.jobs.values().cloned());
+            vm::upload(&agent, self.blobs, &digests).await?;
+            agent
+                .apply(&ApplySpec {
+                    deployment: deployment.name.clone(),
+                    instance: task.clone(),
+                    packages: spec
+                        .packages
+                        .iter()
+                        .map(|(n, sha)| ApplyPackage { name: n.clone(), version: String::new(), sha256: sha.clone() })
+                        .collect(),
+                    jobs: spec.jobs.iter().map(|(n, sha)| ApplyJob { name: n.clone(), sha256: sha.clone() }).collect(),
+                })
+                .await?;
+            self.run_script(&agent, &task, "pre-start").await?;
+            self.reporter.step(&task, "running errand");
+            let results = agent
+                .run_script(&RunScript { script: "run".into(), jobs: Vec::new(), env: BTreeMap::new(), timeout_secs: Some(3600) })
+                .await?;
+            if keep_alive {
+                self.state.set_instance_applied(&deployment.name, &instance.id, &serde_json::to_string(&spec)?, &spec.digest(), InstanceState::Stopped)?;
+            } else {
+                self.reporter.step(&task, "deleting VM");
+                let vm = self
+                    .state
+                    .instance(&deployment.name, &instance.id)?
+                    .and_then(|r| r.vm)
+                    .ok_or_else(|| anyhow!("{task} lost its VM record"))?;
+                self.teardown_vm(&deployment.name, &instance.id, &vm, cpi.as_ref()).await?;
+                self.state.set_instance_dirty(&deployment.name, &instance.id, false)?;
+            }
+            out.push((task, results.results));
+        }
+        Ok(out)
     }
 
     /// Converges one instance according to its decided action.
@@ -487,7 +599,7 @@ impl<'a> Deployer<'a> {
 
     /// Stops an instance's jobs (best effort: the VM may be gone), detaches its disk and
     /// deletes its VM, clearing the VM from the record.
-    async fn teardown_vm(&self, deployment: &str, uuid: &str, vm: &VmRef, cpi: &dyn Cpi) -> anyhow::Result<()> {
+    pub async fn teardown_vm(&self, deployment: &str, uuid: &str, vm: &VmRef, cpi: &dyn Cpi) -> anyhow::Result<()> {
         if let Ok(endpoint) = serde_json::from_str::<SshEndpoint>(&vm.endpoint_json) {
             let quick = Reach { boot_timeout: Duration::ZERO, ..self.reach.clone() };
             if let Ok(agent) = tokio::time::timeout(Duration::from_secs(15), quick.agent(&endpoint)).await.unwrap_or_else(|_| Err(anyhow!("timed out"))) {
