@@ -53,7 +53,7 @@ instance_groups:
   vm_extensions: [lb, nope]
   persistent_disk_type: 1TB
   stemcell: default
-  networks: [{name: default}]
+  networks: [{name: default, static_ips: [10.0.1.10, 10.0.1.11]}]
   jobs: [{name: nginx, release: web}]
 ";
     assert_eq!(

@@ -411,7 +411,8 @@ impl<'a> Builder<'a> {
     fn group(&mut self, ig: &'a InstanceGroup) -> GroupDraft<'a> {
         let label = format!("{} ({})", ig.path, ig.name);
         let cc = self.input.cloud_config;
-        let count = self.literal(&ig.instances, || format!("{label}.instances")).copied().unwrap_or(0);
+        let given = self.literal(&ig.instances, || format!("{label}.instances")).copied();
+        let count = given.unwrap_or(0);
         let lifecycle = match self.literal(&ig.lifecycle, || format!("{label}.lifecycle")) {
             Some(Lifecycle::Errand) => GroupLifecycle::Errand,
             _ => GroupLifecycle::Service,
@@ -455,7 +456,7 @@ impl<'a> Builder<'a> {
         };
 
         let azs_ok = self.errors.len() == problems_before;
-        let nets = self.network_uses(ig, &label, count);
+        let nets = self.network_uses(ig, &label, given);
         let known: Vec<&KnownInstance> = self.input.known.iter().filter(|k| k.group == ig.name).collect();
         let statics = self.placing_statics(&label, &azs, &nets);
         let slots = place(&azs, count, &known, statics.as_ref(), self.input.new_id);
@@ -491,7 +492,9 @@ impl<'a> Builder<'a> {
         draft
     }
 
-    fn network_uses(&mut self, ig: &InstanceGroup, label: &str, count: u64) -> Vec<NetUse> {
+    /// `count`: the number of instances, unless it is unknown (then static IPs are not counted).
+    fn network_uses(&mut self, ig: &InstanceGroup, label: &str, given: Option<u64>) -> Vec<NetUse> {
+        let count = given.unwrap_or(0);
         let mut out = Vec::new();
         let only = ig.networks.len() == 1;
         for (i, r) in ig.networks.iter().enumerate() {
@@ -509,6 +512,8 @@ impl<'a> Builder<'a> {
                 continue;
             };
             let statics = match &r.static_ips {
+                // Unknown instances: nothing to place by, and the count already is a problem.
+                _ if given.is_none() => None,
                 None => None,
                 Some(p) => {
                     let entries = self.strings(p, &format!("{at}.static_ips"));
