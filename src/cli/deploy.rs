@@ -204,8 +204,11 @@ pub fn cloud_config(director: &Director, file: Option<&std::path::Path>) -> anyh
     Ok((loaded.model, id))
 }
 
+/// Runtime configs by name, and the ids of the versions read.
+pub type RuntimeConfigs = (Vec<(String, RuntimeConfig)>, Vec<i64>);
+
 /// The stored runtime configs, by name.
-pub fn runtime_configs(director: &Director) -> anyhow::Result<(Vec<(String, RuntimeConfig)>, Vec<i64>)> {
+pub fn runtime_configs(director: &Director) -> anyhow::Result<RuntimeConfigs> {
     let mut configs = Vec::new();
     let mut ids = Vec::new();
     for config in director.state.latest_configs(ConfigKind::Runtime)? {
@@ -246,9 +249,9 @@ pub async fn prepare(director: &Director, desired: &DesiredDeployment, cloud: &C
         for name in cpi_names {
             let (cpi_name, cpi) = cpis.get(name.as_deref())?;
             let key = (cpi_name.clone(), format!("{}/{}", group.stemcell.name, group.stemcell.version));
-            if !stemcell_cids.contains_key(&key) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = stemcell_cids.entry(key) {
                 let cid = ensure_stemcell(director, &cpi_name, cpi.as_ref(), &group.stemcell.name, &group.stemcell.version).await?;
-                stemcell_cids.insert(key, cid);
+                slot.insert(cid);
             }
         }
     }

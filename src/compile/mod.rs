@@ -143,7 +143,8 @@ pub async fn compile(
     if !pending.is_empty() {
         reporter.stage("Compiling packages", pending.len());
         result.compiled = pending.len();
-        run_pending(state, blobs, reach, workers, &nodes, &mut pending, &mut done, reporter).await?;
+        let env = Env { state, blobs, reach, workers, reporter };
+        run_pending(&env, &nodes, &mut pending, &mut done).await?;
     }
     for (name, id) in wanted_keys {
         let record = done.get(&id).cloned().ok_or_else(|| anyhow!("package {} was not compiled", name.1))?;
@@ -154,16 +155,23 @@ pub async fn compile(
 
 type TaskResult = (String, Option<TempVm>, anyhow::Result<CompiledPackageRecord>);
 
+/// What a compile run works with.
+struct Env<'a> {
+    state: &'a State,
+    blobs: &'a LocalBlobstore,
+    reach: &'a Reach,
+    workers: &'a Workers,
+    reporter: &'a dyn Reporter,
+}
+
 async fn run_pending(
-    state: &State,
-    blobs: &LocalBlobstore,
-    reach: &Reach,
-    workers: &Workers,
+    env: &Env<'_>,
     nodes: &BTreeMap<String, Node>,
     pending: &mut BTreeMap<String, Node>,
     done: &mut BTreeMap<String, CompiledPackageRecord>,
-    reporter: &dyn Reporter,
 ) -> anyhow::Result<()> {
+    let Env { state, blobs, reach, workers, reporter } = *env;
+    let mut started: BTreeMap<String, std::time::Instant> = BTreeMap::new();
     // Idle VMs per stemcell; VMs made so far (never more than `workers.count` at once).
     let mut idle: BTreeMap<Cid, Vec<TempVm>> = BTreeMap::new();
     let mut vms_alive = 0usize;
@@ -202,6 +210,7 @@ async fn run_pending(
                 let (state, blobs, reach, workers) = (state.clone(), blobs.clone(), reach.clone(), workers.clone());
                 let task = format!("{}/{}", node.package.name, node.package.version);
                 reporter.step(&task, if vm.is_some() { "compiling" } else { "creating compilation VM" });
+                started.insert(id.clone(), std::time::Instant::now());
                 running.spawn(async move {
                     let outcome = async {
                         let vm = match vm {
@@ -224,18 +233,19 @@ async fn run_pending(
         in_flight.remove(&id);
         let node = pending[&id].clone();
         let task = format!("{}/{}", node.package.name, node.package.version);
+        let elapsed = started.remove(&id).map(|t| t.elapsed()).unwrap_or_default();
         match vm {
             Some(vm) => idle.entry(node.target.stemcell_cid.clone()).or_default().push(vm),
             None => vms_alive -= 1,
         }
         match outcome {
             Ok(record) => {
-                reporter.finished(&task, Ok("compiled"), std::time::Duration::ZERO);
+                reporter.finished(&task, Ok("compiled"), elapsed);
                 pending.remove(&id);
                 done.insert(id, record);
             }
             Err(e) => {
-                reporter.finished(&task, Err(&format!("{e:#}")), std::time::Duration::ZERO);
+                reporter.finished(&task, Err(&format!("{e:#}")), elapsed);
                 if failure.is_none() {
                     failure = Some(e.context(format!("compiling package {task}")));
                 }

@@ -278,7 +278,7 @@ impl<'a> Deployer<'a> {
             let canaries = self.options.canaries.unwrap_or(group.update.canaries).min(changing.len() as u64) as usize;
             let in_flight = self.options.max_in_flight.unwrap_or(group.update.max_in_flight).max(1) as usize;
             let mut ordered = changing.clone();
-            ordered.sort_by(|a, b| (a.instance.az.clone(), a.instance.index).cmp(&(b.instance.az.clone(), b.instance.index)));
+            ordered.sort_by_key(|w| (w.instance.az.clone(), w.instance.index));
             let (first, rest) = ordered.split_at(canaries);
             for w in first {
                 self.check_cancel()?;
