@@ -20,6 +20,10 @@ pub mod create_release;
 pub mod create_stemcell;
 pub mod interpolate;
 pub mod migrate;
+pub mod ops;
+pub mod ops_lifecycle;
+pub mod ops_show;
+pub mod ops_ssh;
 pub mod upload;
 pub mod validate;
 
@@ -70,6 +74,28 @@ pub enum Command {
     Deploy(deploy::DeployArgs),
     /// Run an errand of the deployed manifest (`rosh -d NAME run-errand smoke-tests`).
     RunErrand(errand::RunErrandArgs),
+    /// List deployments: releases, stemcells, instance count, last deployed.
+    Deployments(ops_show::DeploymentsArgs),
+    /// List a deployment's instances with their process state (`--ps` per process).
+    Instances(ops_show::InstancesArgs),
+    /// List a deployment's VMs.
+    Vms(ops_show::VmsArgs),
+    /// Run a command on instances (`rosh -d NAME ssh GROUP[/ID] -c CMD`).
+    Ssh(ops_ssh::SshArgs),
+    /// Fetch instances' logs as tarballs, or follow them (`--follow`).
+    Logs(ops_ssh::LogsArgs),
+    /// Start the jobs of instances (all by default).
+    Start(ops_lifecycle::StartArgs),
+    /// Stop the jobs of instances (all by default); `--hard` deletes their VMs, keeping disks.
+    Stop(ops_lifecycle::StopArgs),
+    /// Stop and start the jobs of instances (all by default).
+    Restart(ops_lifecycle::RestartArgs),
+    /// Delete a deployment: its VMs and records; persistent disks are orphaned, not deleted.
+    DeleteDeployment(ops_lifecycle::DeleteDeploymentArgs),
+    /// Print the manifest a deployment was last deployed with.
+    Manifest(ops_show::ManifestArgs),
+    /// Show the event log, newest first (`-d NAME` for one deployment's).
+    Events(ops_show::EventsArgs),
     /// rosh's own CPIs behind the BOSH CPI protocol (`rosh cpi serve local`).
     Cpi(cpi::CpiArgs),
     /// Validate a cloud config and store it as the director's next version.
@@ -108,6 +134,17 @@ pub fn main() -> ExitCode {
         Command::Cpi(args) => cpi::run(args),
         Command::Deploy(args) => deploy::run(cli.deployment, args),
         Command::RunErrand(args) => errand::run(cli.deployment, args),
+        Command::Deployments(args) => ops_show::deployments(args),
+        Command::Instances(args) => ops_show::instances(cli.deployment, args),
+        Command::Vms(args) => ops_show::vms(cli.deployment, args),
+        Command::Ssh(args) => ops_ssh::ssh(cli.deployment, args),
+        Command::Logs(args) => ops_ssh::logs(cli.deployment, args),
+        Command::Start(args) => ops_lifecycle::start(cli.deployment, args),
+        Command::Stop(args) => ops_lifecycle::stop(cli.deployment, args),
+        Command::Restart(args) => ops_lifecycle::restart(cli.deployment, args),
+        Command::DeleteDeployment(args) => ops_lifecycle::delete_deployment(cli.deployment, args),
+        Command::Manifest(args) => ops_show::manifest(cli.deployment, args),
+        Command::Events(args) => ops_show::events(cli.deployment, args),
         Command::UpdateCloudConfig(args) => configs::update_cloud_config(args),
         Command::CloudConfig(args) => configs::cloud_config(args),
         Command::UpdateRuntimeConfig(args) => configs::update_runtime_config(args),
