@@ -126,6 +126,14 @@ fn agent_pid(vm_root: &Path) -> i32 {
     std::fs::read_to_string(vm_root.join("sys/run/agent.pid")).unwrap().trim().parse().unwrap()
 }
 
+/// Whether `pid` is a live process (a zombie waiting to be reaped is not).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s != "Z" && s != "X"),
+        Err(_) => false,
+    }
+}
+
 fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check() {
@@ -196,7 +204,7 @@ fn a_vm_made_over_the_protocol_answers_over_ssh_with_its_pinned_key_until_it_is_
     let pid = agent_pid(&root);
     unsafe { libc::kill(pid, libc::SIGKILL) };
     wait_until("has_vm is false", Duration::from_secs(5), || d.ok("has_vm", json!([cid])) == json!(false));
-    wait_until("the command died with the VM", Duration::from_secs(5), || unsafe { libc::kill(sleeper, 0) } != 0);
+    wait_until("the command died with the VM", Duration::from_secs(5), || !alive(sleeper));
     let _ = long.kill();
     let _ = long.wait();
 
@@ -285,4 +293,14 @@ fn reboot_restarts_the_agent_with_the_same_host_key() {
     );
     assert_eq!(clash["error"]["type"], "Bosh::Clouds::VMCreationFailed", "{clash}");
     assert!(clash["error"]["message"].as_str().unwrap().contains("in use"), "{clash}");
+
+    // A second VM for the same agent id is what a director that died right after create_vm asks
+    // for when it tries again: the first VM is deleted, not orphaned.
+    let old_pid = agent_pid(&root);
+    let again = d.create_vm(&stemcell, "127.77.3.3");
+    assert_ne!(again[0], json!(cid));
+    assert!(!root.exists(), "the stale VM's directory is gone");
+    assert!(!alive(old_pid), "the stale VM's agent is gone");
+    assert_eq!(d.ok("has_vm", json!([cid])), json!(false));
+    d.vms.retain(|v| v != &cid);
 }

@@ -257,7 +257,7 @@ pub async fn prepare(director: &Director, desired: &DesiredDeployment, cloud: &C
     }
 
     // Packages: compiled once per stemcell, shared by every group needing them.
-    let workers = compile_workers(cloud, &cpis, &reach)?;
+    let workers = compile_workers(cloud, &cpis, &reach, &desired.name)?;
     let mut wanted = Vec::new();
     for group in &desired.groups {
         let key = (compilation_cpi.clone(), format!("{}/{}", group.stemcell.name, group.stemcell.version));
@@ -395,7 +395,7 @@ fn param_str(p: &Param<String>) -> Option<String> {
     }
 }
 
-fn compile_workers(cloud: &CloudConfig, cpis: &CpiSet, _reach: &Reach) -> anyhow::Result<Workers> {
+fn compile_workers(cloud: &CloudConfig, cpis: &CpiSet, reach: &Reach, deployment: &str) -> anyhow::Result<Workers> {
     let Some(compilation) = &cloud.compilation else {
         bail!("the cloud config has no `compilation` section: packages cannot be compiled");
     };
@@ -421,13 +421,14 @@ fn compile_workers(cloud: &CloudConfig, cpis: &CpiSet, _reach: &Reach) -> anyhow
         Param::Var(_) => serde_json::json!({}),
     };
     let mut env = if env.is_object() { env } else { serde_json::json!({}) };
-    env["bosh"] = serde_json::json!({"authorized_keys": [_reach.key.public_openssh()]});
+    env["bosh"] = serde_json::json!({"authorized_keys": [reach.key.public_openssh()]});
     Ok(Workers {
         cpi,
         count: workers.max(1),
         cloud_properties,
         network: (network, NetworkSettings { kind: "dynamic".into(), ..Default::default() }),
         env,
+        agent_prefix: format!("compilation-{deployment}"),
     })
 }
 

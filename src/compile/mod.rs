@@ -47,6 +47,9 @@ pub struct Workers {
     /// compilation VMs dynamic addresses).
     pub network: (String, NetworkSettings),
     pub env: serde_json::Value,
+    /// Compilation VMs' agent ids are this, a dash and their slot (`compilation-demo-0`): unique
+    /// per deployment, stable across runs.
+    pub agent_prefix: String,
 }
 
 /// What a compile run did.
@@ -153,7 +156,7 @@ pub async fn compile(
     Ok(result)
 }
 
-type TaskResult = (String, Option<TempVm>, anyhow::Result<CompiledPackageRecord>);
+type TaskResult = (String, usize, Option<TempVm>, anyhow::Result<CompiledPackageRecord>);
 
 /// What a compile run works with.
 struct Env<'a> {
@@ -174,7 +177,9 @@ async fn run_pending(
     let mut started: BTreeMap<String, std::time::Instant> = BTreeMap::new();
     // Idle VMs per stemcell; VMs made so far (never more than `workers.count` at once).
     let mut idle: BTreeMap<Cid, Vec<TempVm>> = BTreeMap::new();
-    let mut vms_alive = 0usize;
+    // Compilation VMs are named by slot (`<agent_prefix>-<slot>`), never more than `limit`:
+    // a VM left by a run that died is replaced, not orphaned, when its slot is used again.
+    let mut free_slots: BTreeSet<usize> = (0..workers.count.max(1)).collect();
     let mut running: JoinSet<TaskResult> = JoinSet::new();
     let mut in_flight: BTreeSet<String> = BTreeSet::new();
     let mut failure: Option<anyhow::Error> = None;
@@ -193,18 +198,19 @@ async fn run_pending(
                 }
                 let node = pending[&id].clone();
                 let vm = idle.get_mut(&node.target.stemcell_cid).and_then(Vec::pop);
-                if vm.is_none() && vms_alive >= limit {
+                if vm.is_none() && free_slots.is_empty() {
                     // Free a VM of another stemcell to make room.
                     if let Some(other) = idle.values_mut().find_map(Vec::pop) {
-                        vms_alive -= 1;
+                        free_slots.insert(other.slot);
                         other.delete(workers.cpi.as_ref()).await?;
                     } else {
                         break;
                     }
                 }
-                if vm.is_none() {
-                    vms_alive += 1;
-                }
+                let slot = match &vm {
+                    Some(vm) => vm.slot,
+                    None => free_slots.pop_first().expect("a slot was freed above"),
+                };
                 let deps: Vec<ApplyPackage> = all_deps(&node, nodes, done);
                 in_flight.insert(id.clone());
                 let (state, blobs, reach, workers) = (state.clone(), blobs.clone(), reach.clone(), workers.clone());
@@ -215,28 +221,30 @@ async fn run_pending(
                     let outcome = async {
                         let vm = match vm {
                             Some(vm) => vm,
-                            None => make_vm(&workers, &reach, &node.target).await?,
+                            None => make_vm(&workers, &reach, &node.target, slot).await?,
                         };
                         let compiled = compile_one(&state, &blobs, &vm, &node, &deps).await;
                         Ok::<_, anyhow::Error>((vm, compiled))
                     }
                     .await;
                     match outcome {
-                        Ok((vm, compiled)) => (id, Some(vm), compiled),
-                        Err(e) => (id, None, Err(e)),
+                        Ok((vm, compiled)) => (id, slot, Some(vm), compiled),
+                        Err(e) => (id, slot, None, Err(e)),
                     }
                 });
             }
         }
         let Some(joined) = running.join_next().await else { break };
-        let (id, vm, outcome) = joined.map_err(|e| anyhow!("a compile task failed: {e}"))?;
+        let (id, slot, vm, outcome) = joined.map_err(|e| anyhow!("a compile task failed: {e}"))?;
         in_flight.remove(&id);
         let node = pending[&id].clone();
         let task = format!("{}/{}", node.package.name, node.package.version);
         let elapsed = started.remove(&id).map(|t| t.elapsed()).unwrap_or_default();
         match vm {
             Some(vm) => idle.entry(node.target.stemcell_cid.clone()).or_default().push(vm),
-            None => vms_alive -= 1,
+            None => {
+                free_slots.insert(slot);
+            }
         }
         match outcome {
             Ok(record) => {
@@ -297,9 +305,9 @@ fn all_deps(node: &Node, nodes: &BTreeMap<String, Node>, done: &BTreeMap<String,
     out
 }
 
-async fn make_vm(workers: &Workers, reach: &Reach, target: &Target) -> anyhow::Result<TempVm> {
+async fn make_vm(workers: &Workers, reach: &Reach, target: &Target, slot: usize) -> anyhow::Result<TempVm> {
     let req = CreateVm {
-        agent_id: format!("compilation-{}", uuid::Uuid::new_v4()),
+        agent_id: format!("{}-{slot}", workers.agent_prefix),
         stemcell_cid: target.stemcell_cid.clone(),
         cloud_properties: workers.cloud_properties.clone(),
         networks: [workers.network.clone()].into(),
@@ -312,7 +320,7 @@ async fn make_vm(workers: &Workers, reach: &Reach, target: &Target) -> anyhow::R
         bail!("the CPI did not say how to reach compilation VM {} over SSH", created.vm_cid);
     };
     match reach.agent(&endpoint).await {
-        Ok(agent) => Ok(TempVm { cid: created.vm_cid, endpoint, agent }),
+        Ok(agent) => Ok(TempVm { cid: created.vm_cid, endpoint, agent, slot }),
         Err(e) => {
             let _ = workers.cpi.delete_vm(created.vm_cid).await;
             Err(e)

@@ -600,6 +600,9 @@ impl<'a> Deployer<'a> {
     /// Stops an instance's jobs (best effort: the VM may be gone), detaches its disk and
     /// deletes its VM, clearing the VM from the record.
     pub async fn teardown_vm(&self, deployment: &str, uuid: &str, vm: &VmRef, cpi: &dyn Cpi) -> anyhow::Result<()> {
+        // Dirty first: a run that dies while the VM is being deleted leaves a record the next
+        // run recreates, never one it believes converged.
+        self.state.set_instance_dirty(deployment, uuid, true)?;
         if let Ok(endpoint) = serde_json::from_str::<SshEndpoint>(&vm.endpoint_json) {
             let quick = Reach { boot_timeout: Duration::ZERO, ..self.reach.clone() };
             if let Ok(agent) = tokio::time::timeout(Duration::from_secs(15), quick.agent(&endpoint)).await.unwrap_or_else(|_| Err(anyhow!("timed out"))) {

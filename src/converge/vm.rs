@@ -46,6 +46,8 @@ impl Reach {
 /// A VM made for this run (a compilation VM), deleted by [`TempVm::delete`].
 pub struct TempVm {
     pub cid: Cid,
+    /// Its place among the run's compilation VMs.
+    pub slot: usize,
     pub endpoint: SshEndpoint,
     pub agent: AgentClient,
 }

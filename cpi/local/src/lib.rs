@@ -424,6 +424,13 @@ impl LocalCpi {
             ));
         }
         let guard = self.lock()?;
+        // The director names a VM's agent after its instance and makes one VM per instance at a
+        // time: a VM with the same agent id is left from a run that died between this call and
+        // recording its answer. It is deleted, so no VM is ever orphaned that way.
+        for stale in self.vms()?.into_iter().filter(|vm| vm.agent_id == req.agent_id) {
+            self.stop_agent(&stale.vm_cid)?;
+            self.remove_vm(&stale.vm_cid)?;
+        }
         let ip = self.address_for(&req)?;
         let vm_cid = new_cid("vm")?;
         let root = self.vm_dir(&vm_cid)?;
@@ -469,7 +476,13 @@ impl LocalCpi {
         }
         self.stop_agent(&cid)?;
         let _guard = self.lock()?;
-        if let Some(record) = self.vm_record(&cid)? {
+        self.remove_vm(&cid)
+    }
+
+    /// Removes a stopped VM's directory, releasing its disks (the caller holds the lock).
+    fn remove_vm(&self, cid: &Cid) -> Result<(), CpiError> {
+        let root = self.vm_dir(cid)?;
+        if let Some(record) = self.vm_record(cid)? {
             for disk in &record.disks {
                 if let Some(mut d) = self.disk_record(disk)? {
                     d.attached_to = None;
