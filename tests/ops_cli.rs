@@ -68,14 +68,16 @@ impl Director {
             d.ok(&["create-release", s(&source), "--force", "--tarball", s(&tarball)]);
             d.ok(&["upload-release", s(&tarball)]);
         }
-        let mut cloud: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(&on_my_range(&fs::read_to_string(repo().join("manifests/cloud-config-local.yml")).unwrap()))
-                .unwrap();
+        let mut cloud: serde_yaml_ng::Value = serde_yaml_ng::from_str(&on_my_range(
+            &fs::read_to_string(repo().join("manifests/cloud-config-local.yml")).unwrap(),
+        ))
+        .unwrap();
         // Compilation VMs share one range on this machine: give ours a port of its own.
         let port = std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port();
         let compilation = cloud["compilation"].as_mapping_mut().unwrap();
         compilation.remove("vm_type");
-        compilation.insert("cloud_properties".into(), serde_yaml_ng::from_str(&format!("{{ssh_port: {port}}}")).unwrap());
+        compilation
+            .insert("cloud_properties".into(), serde_yaml_ng::from_str(&format!("{{ssh_port: {port}}}")).unwrap());
         let cloud_path = d.write("cloud-config.yml", &serde_yaml_ng::to_string(&cloud).unwrap());
         d.ok(&["update-cloud-config", s(&cloud_path)]);
         d
@@ -105,7 +107,13 @@ impl Director {
     /// Runs and insists on exit 0; answers stdout.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "rosh {args:?} failed ({}):\n{}\n{}", out.status, text(&out.stderr), text(&out.stdout));
+        assert!(
+            out.status.success(),
+            "rosh {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            text(&out.stderr),
+            text(&out.stdout)
+        );
         text(&out.stdout)
     }
 
@@ -173,6 +181,20 @@ fn processes_naming(dir: &Path) -> Vec<(u32, Vec<String>)> {
         if args.iter().any(|a| a.contains(&needle)) {
             out.push((pid, args));
         }
+    }
+    out
+}
+
+/// Processes whose working directory is `dir` (commands run on a local VM run from its root).
+fn processes_in(dir: &Path) -> Vec<(u32, Vec<String>)> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if fs::read_link(entry.path().join("cwd")).ok().as_deref() != Some(dir) {
+            continue;
+        }
+        let Ok(raw) = fs::read(entry.path().join("cmdline")) else { continue };
+        out.push((pid, raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(text).collect()));
     }
     out
 }
@@ -266,7 +288,10 @@ fn operator_commands_on_the_deployed_sample() {
     // manifest: what was deployed (on our range).
     let shown: serde_yaml_ng::Value = serde_yaml_ng::from_str(&d.ok(&["-d", "demo", "manifest"])).unwrap();
     assert_eq!(shown["name"].as_str(), Some("demo"));
-    assert_eq!(shown["instance_groups"][0]["networks"][0]["static_ips"][0].as_str(), Some(&*format!("127.{OCTET}.0.10")));
+    assert_eq!(
+        shown["instance_groups"][0]["networks"][0]["static_ips"][0].as_str(),
+        Some(&*format!("127.{OCTET}.0.10"))
+    );
 
     // events: the deploy, with the command that did it.
     let events = d.json(&["-d", "demo", "events", "--json", "--limit", "500"]);
@@ -306,11 +331,53 @@ fn operator_commands_on_the_deployed_sample() {
     let printed = d.ok(&["-d", "demo", "logs", "kv/0", "--dir", s(&logs_dir)]);
     let tarball = PathBuf::from(printed.trim());
     let file_name = tarball.file_name().unwrap().to_str().unwrap().to_string();
-    assert!(tarball.starts_with(&logs_dir) && file_name.starts_with("demo.kv.0.") && file_name.ends_with(".tgz"), "{printed}");
+    assert!(
+        tarball.starts_with(&logs_dir) && file_name.starts_with("demo.kv.0.") && file_name.ends_with(".tgz"),
+        "{printed}"
+    );
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(&tarball).unwrap()));
     let entries: Vec<String> =
         archive.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
     assert!(entries.iter().any(|e| e.starts_with("kv-server/") && e.ends_with(".log")), "{entries:?}");
+
+    // logs --follow: the job logs stream until Ctrl-C, and the tail on the VM ends with it.
+    let kv_root = d.vm_root("kv", 0);
+    let mut follow = Command::new(ROSH)
+        .args(["-d", "demo", "logs", "kv/0", "--follow"])
+        .env("ROSH_STATE_DIR", &d.state_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("kvd: listening")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("logs --follow showed no kvd log line in 15 s: {seen:?}"),
+        }
+    }
+    let tails =
+        || processes_in(&kv_root).into_iter().filter(|(_, args)| args.first().is_some_and(|a| a == "tail")).count();
+    assert_eq!(tails(), 1, "one tail runs on the VM");
+    // SAFETY: kill(2) of the child this test spawned.
+    unsafe { libc::kill(follow.id() as libc::pid_t, libc::SIGINT) };
+    let status = follow.wait().unwrap();
+    assert!(status.success(), "Ctrl-C ends --follow cleanly: {status}");
+    let gone = Instant::now() + Duration::from_secs(5);
+    while tails() > 0 && Instant::now() < gone {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(tails(), 0, "the tail on the VM ended with the connection");
 
     // stop / start / restart, with the state following.
     d.ok(&["-d", "demo", "stop", "web/0"]);
@@ -329,7 +396,6 @@ fn operator_commands_on_the_deployed_sample() {
     assert_ne!(now["web/1"]["processes"][0]["pid"].as_u64().unwrap(), pid_before, "restart starts a new process");
 
     // stop --hard: the VM goes, the disk stays (in the state and on the CPI).
-    let kv_root = d.vm_root("kv", 0);
     d.ok(&["-d", "demo", "stop", "--hard", "kv/0"]);
     let now = instances(&d);
     assert_eq!(now["kv/0"]["state"], "detached");
@@ -345,7 +411,11 @@ fn operator_commands_on_the_deployed_sample() {
     assert!(d.ok(&["-d", "demo", "instances"]).contains("- (detached)"));
     let out = d.run(&["-d", "demo", "start", "kv/0"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("deploy"), "start of a detached instance points at deploy: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("deploy"),
+        "start of a detached instance points at deploy: {}",
+        text(&out.stderr)
+    );
 
     // A VM whose agent dies is an unresponsive agent within a few seconds.
     let web1_root = d.vm_root("web", 1);

@@ -79,14 +79,21 @@ impl Selector {
 
 /// The instances `selector` names (every instance when `None`), in the order given. Naming a
 /// group or an instance the deployment does not have is an error that lists what it has.
-pub fn select(records: &[InstanceRecord], selector: Option<&Selector>, deployment: &str) -> anyhow::Result<Vec<InstanceRecord>> {
+pub fn select(
+    records: &[InstanceRecord],
+    selector: Option<&Selector>,
+    deployment: &str,
+) -> anyhow::Result<Vec<InstanceRecord>> {
     let Some(selector) = selector else { return Ok(records.to_vec()) };
     let in_group: Vec<&InstanceRecord> = records.iter().filter(|r| r.group == selector.group).collect();
     if in_group.is_empty() {
         let mut groups: Vec<&str> = records.iter().map(|r| r.group.as_str()).collect();
         groups.dedup();
         let known = if groups.is_empty() { "none".to_string() } else { groups.join(", ") };
-        bail!("deployment `{deployment}` has no instances in group `{}` (groups with instances: {known})", selector.group);
+        bail!(
+            "deployment `{deployment}` has no instances in group `{}` (groups with instances: {known})",
+            selector.group
+        );
     }
     let chosen: Vec<InstanceRecord> = in_group
         .into_iter()
@@ -116,10 +123,11 @@ pub fn display_name(record: &InstanceRecord) -> String {
 /// The endpoint of an instance's VM, if it has one.
 pub fn endpoint_of(record: &InstanceRecord) -> anyhow::Result<Option<SshEndpoint>> {
     match &record.vm {
-        Some(vm) => Ok(Some(
-            serde_json::from_str(&vm.endpoint_json)
-                .map_err(|e| anyhow!("{}: the recorded endpoint of VM {} does not read: {e}", record.label(), vm.cid))?,
-        )),
+        Some(vm) => {
+            Ok(Some(serde_json::from_str(&vm.endpoint_json).map_err(|e| {
+                anyhow!("{}: the recorded endpoint of VM {} does not read: {e}", record.label(), vm.cid)
+            })?))
+        }
         None => Ok(None),
     }
 }

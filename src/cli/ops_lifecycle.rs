@@ -133,7 +133,13 @@ struct Ops<'a> {
     skip_drain: bool,
 }
 
-fn change(deployment: Option<String>, target: Option<&str>, verb: Verb, skip_drain: bool, json: bool) -> anyhow::Result<ExitCode> {
+fn change(
+    deployment: Option<String>,
+    target: Option<&str>,
+    verb: Verb,
+    skip_drain: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let name = require_deployment(deployment, verb.command())?;
     let selector = target.map(Selector::parse).transpose()?;
     let director = Director::open()?;
@@ -201,12 +207,8 @@ fn change(deployment: Option<String>, target: Option<&str>, verb: Verb, skip_dra
 
 impl Ops<'_> {
     async fn apply(&self, record: &InstanceRecord, verb: Verb, watch_max: Duration) -> anyhow::Result<Outcome> {
-        let outcome = |state: InstanceState, done: String| Outcome {
-            instance: record.label(),
-            index: record.index,
-            state,
-            done,
-        };
+        let outcome =
+            |state: InstanceState, done: String| Outcome { instance: record.label(), index: record.index, state, done };
         match verb {
             Verb::Start => {
                 let agent = self.connect(record).await?;
@@ -218,7 +220,11 @@ impl Ops<'_> {
                     if record.state != InstanceState::Detached {
                         self.set_state(record, InstanceState::Stopped)?;
                     }
-                    let state = if record.state == InstanceState::Detached { InstanceState::Detached } else { InstanceState::Stopped };
+                    let state = if record.state == InstanceState::Detached {
+                        InstanceState::Detached
+                    } else {
+                        InstanceState::Stopped
+                    };
                     return Ok(outcome(state, "no VM: nothing to stop".into()));
                 }
                 let agent = self.connect(record).await?;
@@ -232,8 +238,15 @@ impl Ops<'_> {
                         let cpis = self.cpis.as_ref().expect("opened for a hard stop");
                         let (_, cpi) = cpis.get(Some(&vm.cpi))?;
                         let options = DeployOptions { skip_drain: self.skip_drain, ..DeployOptions::default() };
-                        let deployer =
-                            Deployer::new(&self.director.state, &self.director.blobs, cpis, self.reach.clone(), &Silent, options, BTreeMap::new());
+                        let deployer = Deployer::new(
+                            &self.director.state,
+                            &self.director.blobs,
+                            cpis,
+                            self.reach.clone(),
+                            &Silent,
+                            options,
+                            BTreeMap::new(),
+                        );
                         deployer.teardown_vm(self.deployment, &record.uuid, vm, cpi.as_ref()).await?;
                         format!("stopped, VM {} deleted", vm.cid)
                     }
@@ -272,7 +285,8 @@ impl Ops<'_> {
 
     async fn stop(&self, agent: &AgentClient, record: &InstanceRecord) -> anyhow::Result<()> {
         if !self.skip_drain {
-            let drained = agent.drain(&Drain { kind: "shutdown".into(), jobs: Vec::new() }).await.context("draining")?;
+            let drained =
+                agent.drain(&Drain { kind: "shutdown".into(), jobs: Vec::new() }).await.context("draining")?;
             if drained.wait_secs > 0 {
                 tokio::time::sleep(Duration::from_secs(drained.wait_secs.min(300))).await;
             }
@@ -284,13 +298,19 @@ impl Ops<'_> {
     /// Starts the jobs and waits until every process runs (at most `watch_max`); answers how
     /// long that took. The state says `started` as soon as the agent took the verb: a process
     /// that does not come up is a failing instance, still meant to run.
-    async fn start(&self, agent: &AgentClient, record: &InstanceRecord, watch_max: Duration) -> anyhow::Result<Duration> {
+    async fn start(
+        &self,
+        agent: &AgentClient,
+        record: &InstanceRecord,
+        watch_max: Duration,
+    ) -> anyhow::Result<Duration> {
         let began = Instant::now();
         agent.start(&JobSelection::default()).await.context("starting the jobs")?;
         self.set_state(record, InstanceState::Started)?;
         loop {
             let state = agent.get_state().await.context("asking for the process state")?;
-            if state.job_state == JobState::Running && state.processes.iter().all(|p| p.state == ProcessState::Running) {
+            if state.job_state == JobState::Running && state.processes.iter().all(|p| p.state == ProcessState::Running)
+            {
                 return Ok(began.elapsed());
             }
             if began.elapsed() >= watch_max {
@@ -369,7 +389,11 @@ pub fn delete_deployment(deployment: Option<String>, args: DeleteDeploymentArgs)
                             }
                             report.vms_deleted.push(vm.clone());
                         }
-                        Err(e) => failures.push(format!("{}: VM {vm} on CPI {}: {e:#}", display_name(record), record.vm.as_ref().map_or("", |v| v.cpi.as_str()))),
+                        Err(e) => failures.push(format!(
+                            "{}: VM {vm} on CPI {}: {e:#}",
+                            display_name(record),
+                            record.vm.as_ref().map_or("", |v| v.cpi.as_str())
+                        )),
                     }
                 }
             }
@@ -407,8 +431,7 @@ pub fn delete_deployment(deployment: Option<String>, args: DeleteDeploymentArgs)
     report.errors = failures;
     state.delete_deployment(&name, args.force)?;
     let orphans = state.orphaned_disks()?;
-    report.disks_orphaned =
-        disks_before.into_iter().filter(|cid| orphans.iter().any(|o| &o.cid == cid)).collect();
+    report.disks_orphaned = disks_before.into_iter().filter(|cid| orphans.iter().any(|o| &o.cid == cid)).collect();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -417,7 +440,11 @@ pub fn delete_deployment(deployment: Option<String>, args: DeleteDeploymentArgs)
             report.vms_deleted.len(),
             records.len(),
             report.disks_orphaned.len(),
-            if report.disks_orphaned.is_empty() { String::new() } else { format!(" ({})", report.disks_orphaned.join(", ")) }
+            if report.disks_orphaned.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", report.disks_orphaned.join(", "))
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

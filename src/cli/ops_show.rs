@@ -70,7 +70,11 @@ pub fn deployments(args: DeploymentsArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let slugs = |list: &[(String, String)]| {
-        if list.is_empty() { "-".to_string() } else { list.iter().map(|(n, v)| format!("{n}/{v}")).collect::<Vec<_>>().join(", ") }
+        if list.is_empty() {
+            "-".to_string()
+        } else {
+            list.iter().map(|(n, v)| format!("{n}/{v}")).collect::<Vec<_>>().join(", ")
+        }
     };
     let rows: Vec<Vec<String>> = deployments
         .iter()

@@ -91,8 +91,8 @@ async fn connect(reach: &Reach, record: &InstanceRecord) -> anyhow::Result<Agent
     let endpoint = endpoint_of(record)?.ok_or_else(|| anyhow!("{} has no VM", record.label()))?;
     tokio::time::timeout(Duration::from_secs(15), reach.agent(&endpoint))
         .await
-        .map_err(|_| anyhow!("{}: the VM did not answer within 15s", record.label()))?
-        .with_context(|| format!("reaching {}", record.label()))
+        .map_err(|_| anyhow!("the VM did not answer within 15s"))?
+        .context("reaching the VM")
 }
 
 /// `command` as the VM runs it: from the root, with `ROSH_ROOT` set. (A local VM's agent does
@@ -217,7 +217,13 @@ struct RunResult {
 }
 
 /// Runs `command` on `record`'s VM, its stdout into a sink.
-async fn run_on(reach: &Reach, record: &InstanceRecord, command: &str, prefix: Option<String>, keep: bool) -> RunResult {
+async fn run_on(
+    reach: &Reach,
+    record: &InstanceRecord,
+    command: &str,
+    prefix: Option<String>,
+    keep: bool,
+) -> RunResult {
     let instance = record.label();
     let mut sink = Sink::for_run(prefix.clone(), keep);
     let outcome = async {
@@ -255,7 +261,10 @@ async fn run_on(reach: &Reach, record: &InstanceRecord, command: &str, prefix: O
 pub fn ssh(deployment: Option<String>, args: SshArgs) -> anyhow::Result<ExitCode> {
     let name = require_deployment(deployment, "ssh")?;
     let Some(command) = args.command.clone() else {
-        bail!("an interactive shell is not supported yet: run a command with `rosh -d {name} ssh {} -c CMD`", args.target);
+        bail!(
+            "an interactive shell is not supported yet: run a command with `rosh -d {name} ssh {} -c CMD`",
+            args.target
+        );
     };
     let director = Director::open()?;
     let chosen = targets(&director, &name, &args.target)?;
