@@ -243,22 +243,7 @@ impl<'a> Deployer<'a> {
 
         // New instances get their records (index, AZ, IPs) before anything is created.
         for w in work.iter().filter(|w| w.record.is_none()) {
-            let record = InstanceRecord {
-                deployment: desired.name.clone(),
-                group: w.instance.group.clone(),
-                index: w.instance.index,
-                uuid: w.instance.id.clone(),
-                az: w.instance.az.clone(),
-                bootstrap: w.instance.bootstrap,
-                state: InstanceState::Started,
-                dirty: false,
-                ignore: false,
-                vm: None,
-                applied_json: None,
-                applied_digest: None,
-                ips: BTreeMap::new(),
-                updated_at: String::new(),
-            };
+            let record = new_record(&desired.name, w.instance, InstanceState::Started);
             self.state.upsert_instance(&record)?;
         }
         for w in &work {
@@ -326,22 +311,7 @@ impl<'a> Deployer<'a> {
         for instance in &group.instances {
             let task = instance.name();
             let (cpi_name, cpi) = self.cpis.get(instance.cpi.as_deref())?;
-            let record = InstanceRecord {
-                deployment: deployment.name.clone(),
-                group: instance.group.clone(),
-                index: instance.index,
-                uuid: instance.id.clone(),
-                az: instance.az.clone(),
-                bootstrap: instance.bootstrap,
-                state: InstanceState::Stopped,
-                dirty: false,
-                ignore: false,
-                vm: None,
-                applied_json: None,
-                applied_digest: None,
-                ips: BTreeMap::new(),
-                updated_at: String::new(),
-            };
+            let record = new_record(&deployment.name, instance, InstanceState::Stopped);
             let existing = self.state.instance(&deployment.name, &instance.id)?;
             if existing.is_none() {
                 self.state.upsert_instance(&record)?;
@@ -421,6 +391,12 @@ impl<'a> Deployer<'a> {
                 let endpoint: SshEndpoint = serde_json::from_str(&vm.endpoint_json)?;
                 self.reporter.step(task, "connecting");
                 let agent = self.reach.agent(&endpoint).await?;
+                // Dirty before the jobs stop: a run that dies between here and the recorded
+                // spec leaves an instance whose VM runs neither the old spec nor the new one
+                // (stopped, or applied but not started). Its record still holds the old spec,
+                // so without the mark a later deploy of the old manifest would see "no change"
+                // and leave it stopped.
+                self.state.set_instance_dirty(name, uuid, true)?;
                 if !self.options.skip_drain {
                     self.reporter.step(task, "draining");
                     let drained = agent.drain(&Drain { kind: "update".into(), jobs: Vec::new() }).await?;
@@ -682,6 +658,20 @@ impl<'a> Deployer<'a> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// The record of an instance that has no VM yet.
+fn new_record(deployment: &str, instance: &DesiredInstance, state: InstanceState) -> InstanceRecord {
+    InstanceRecord {
+        deployment: deployment.to_string(),
+        group: instance.group.clone(),
+        index: instance.index,
+        uuid: instance.id.clone(),
+        az: instance.az.clone(),
+        bootstrap: instance.bootstrap,
+        state,
+        ..InstanceRecord::default()
     }
 }
 

@@ -26,9 +26,10 @@ use super::deployments::{ensure_deployment, find_deployment};
 use super::{Event, NOW, Result, State, StateError, now, read_serial, record_fact};
 
 /// What an instance is meant to be doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceState {
+    #[default]
     Started,
     Stopped,
     /// Stopped with its VM deleted (`stop --hard`); the disk is kept.
@@ -95,7 +96,7 @@ impl VmRef {
 }
 
 /// One instance of a deployment's instance group.
-#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InstanceRecord {
     pub deployment: String,
     pub group: String,
