@@ -38,7 +38,14 @@ fn quick_demo(d: &Director) -> Manifest {
     m
 }
 
-fn summary(created: usize, updated: usize, deleted: usize, unchanged: usize, compiled: usize, cached: usize) -> Summary {
+fn summary(
+    created: usize,
+    updated: usize,
+    deleted: usize,
+    unchanged: usize,
+    compiled: usize,
+    cached: usize,
+) -> Summary {
     Summary { created, updated, recreated: 0, deleted, unchanged, packages_compiled: compiled, packages_cached: cached }
 }
 
@@ -74,6 +81,27 @@ fn first_deploy_runs_every_instance_and_the_web_instances_count_together_through
         assert_eq!(pids.keys().collect::<Vec<_>>(), [expected], "{}", record.label());
     }
     assert_eq!(ip_of(&instances[0]), d.ip(0, 10), "kv has its static IP");
+
+    // What the operator sees: `instances --ps` lists each instance running with its process,
+    // the same process the agent reports.
+    let listed: serde_json::Value =
+        serde_json::from_str(&d.ok(&["-d", "demo", "instances", "--ps", "--json"])).unwrap();
+    let listed = listed.as_array().expect("a list of instances");
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    for record in &instances {
+        let shown = listed
+            .iter()
+            .find(|i| i["id"] == record.uuid.as_str())
+            .unwrap_or_else(|| panic!("{} not listed", record.label()));
+        assert_eq!(shown["process_state"], "running", "{shown}");
+        assert_eq!(shown["vm_cid"], record.vm.as_ref().unwrap().cid.as_str(), "{shown}");
+        let processes = shown["processes"].as_array().unwrap();
+        assert_eq!(processes.len(), 1, "{shown}");
+        assert_eq!(processes[0]["state"], "running", "{shown}");
+        let pids = d.assert_running(record);
+        let key = format!("{}/{}", processes[0]["job"].as_str().unwrap(), processes[0]["name"].as_str().unwrap());
+        assert_eq!(processes[0]["pid"].as_u64(), pids.get(&key).map(|p| u64::from(*p)), "{shown}");
+    }
 
     // Each web instance increments the one counter kvd keeps: the answers go 1, 2, 3, 4
     // whichever instance is asked.
@@ -160,7 +188,8 @@ fn append(path: &std::path::Path, line: &str) {
 /// The agent's version of package `name` on the instance.
 fn package_on(d: &Director, record: &rosh::state::InstanceRecord, name: &str) -> String {
     let state = d.agent_state(record);
-    let package = state.packages.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} not on {}", record.label()));
+    let package =
+        state.packages.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} not on {}", record.label()));
     format!("{}@{}", package.version, package.sha256)
 }
 
@@ -178,7 +207,10 @@ fn changing_a_package_source_recompiles_it_and_its_dependents_once_and_other_dep
     // kvd's C source changes: a new kv version, which `version: latest` picks. (The change
     // reaches the binary: instances run compiled blobs by digest, so a comment alone, compiled
     // to the same bytes, recompiles kvd but restarts nothing.)
-    append(&d.path("src-kv").join("src/kvd/kvd.c"), "\n/* changed by tests/deploy_e2e.rs */\nconst char kvd_e2e_marker[] = \"deploy_e2e\";\n");
+    append(
+        &d.path("src-kv").join("src/kvd/kvd.c"),
+        "\n/* changed by tests/deploy_e2e.rs */\nconst char kvd_e2e_marker[] = \"deploy_e2e\";\n",
+    );
     let created = d.upload_release(&d.path("src-kv"));
     assert!(created.contains("kv/0+dev.2"), "{created}");
     let deployed = d.deploy("demo", &manifest, "demo.yml", &[]);
@@ -189,7 +221,10 @@ fn changing_a_package_source_recompiles_it_and_its_dependents_once_and_other_dep
     assert_eq!(get_ok(&webs[1], 8080, "/count"), "2", "the new kvd reads the persistent disk's data");
 
     // python3-shim changes: it and both packages depending on it (webapp, smoke-tests) compile.
-    append(&d.path("src-web").join("packages/python3-shim/packaging"), "echo '# changed by tests/deploy_e2e.rs' >> \"${BOSH_INSTALL_TARGET}/bin/run-python\"\n");
+    append(
+        &d.path("src-web").join("packages/python3-shim/packaging"),
+        "echo '# changed by tests/deploy_e2e.rs' >> \"${BOSH_INSTALL_TARGET}/bin/run-python\"\n",
+    );
     d.upload_release(&d.path("src-web"));
     let deployed = d.deploy("demo", &manifest, "demo.yml", &[]);
     assert_eq!(deployed.expect_ok(), summary(0, 2, 0, 1, 3, 1), "python3-shim and its two dependents compile");
@@ -222,7 +257,8 @@ fn scaling_web_2_3_1_keeps_indexes_and_deletes_the_removed_vms() {
     let manifest = quick_demo(&d);
     let scale = repo().join("manifests/operations/scale-web.yml");
     let scale = scale.to_str().unwrap();
-    let deploy_with = |n: u64| d.deploy("demo", &manifest, "demo.yml", &["-o", scale, "-v", &format!("web_instances={n}")]);
+    let deploy_with =
+        |n: u64| d.deploy("demo", &manifest, "demo.yml", &["-o", scale, "-v", &format!("web_instances={n}")]);
 
     assert_eq!(deploy_with(2).expect_ok(), summary(3, 0, 0, 0, 4, 0));
     let two = d.group("demo", "web");
@@ -299,7 +335,8 @@ fn a_failing_canary_stops_its_group_and_leaves_the_other_instances_and_later_gro
     assert!(deployed.summary.is_none(), "no success summary for a failed deploy");
     let canary = &webs[0];
     assert!(
-        deployed.stderr.contains(&format!("canary {} failed", canary.label())) && deployed.stderr.contains("instance group web stopped"),
+        deployed.stderr.contains(&format!("canary {} failed", canary.label()))
+            && deployed.stderr.contains("instance group web stopped"),
         "the error names the canary and its group:\n{}",
         deployed.stderr
     );
@@ -315,7 +352,11 @@ fn a_failing_canary_stops_its_group_and_leaves_the_other_instances_and_later_gro
         let record = d.instances("demo").into_iter().find(|r| &r.label() == label).unwrap();
         assert_eq!(&d.assert_running(&record), pids, "{label} was touched by the failed deploy");
     }
-    assert_eq!(get_ok(&ip_of(other), 8080, "/"), "Hello from rosh", "the other web instance still runs the old version");
+    assert_eq!(
+        get_ok(&ip_of(other), 8080, "/"),
+        "Hello from rosh",
+        "the other web instance still runs the old version"
+    );
     assert_eq!(get_ok(&late_ip, 8080, "/"), "Hello from late", "the later group was not updated");
     assert_eq!(get_ok(&ip_of(other), 8080, "/count"), "1");
     d.assert_no_orphans(&["demo"], "after the failed canary");
@@ -339,11 +380,21 @@ fn a_manifest_error_names_the_yaml_path_and_creates_nothing() {
     let d = Director::new(157);
     let mut unknown_release = quick_demo(&d);
     unknown_release.group("web")["jobs"][0]["release"] = "nope".into();
-    assert_refused_before_any_vm(&d, &unknown_release, "unknown-release.yml", &["instance_groups[1].jobs[0]", "nope", "releases"]);
+    assert_refused_before_any_vm(
+        &d,
+        &unknown_release,
+        "unknown-release.yml",
+        &["instance_groups[1].jobs[0]", "nope", "releases"],
+    );
 
     let mut unknown_vm_type = quick_demo(&d);
     unknown_vm_type.group("web")["vm_type"] = "huge".into();
-    assert_refused_before_any_vm(&d, &unknown_vm_type, "unknown-vm-type.yml", &["instance_groups[1]", "vm_type", "huge"]);
+    assert_refused_before_any_vm(
+        &d,
+        &unknown_vm_type,
+        "unknown-vm-type.yml",
+        &["instance_groups[1]", "vm_type", "huge"],
+    );
 
     let mut unknown_network = quick_demo(&d);
     unknown_network.group("kv")["networks"][0]["name"] = "elsewhere".into();
@@ -355,7 +406,13 @@ fn a_manifest_error_names_the_yaml_path_and_creates_nothing() {
 /// built by another tool could hold.
 fn release_with_cycle(d: &Director) -> std::path::PathBuf {
     let tarball = d.path("src-web.tgz");
-    d.ok(&["create-release", d.copy_release("web").to_str().unwrap(), "--force", "--tarball", tarball.to_str().unwrap()]);
+    d.ok(&[
+        "create-release",
+        d.copy_release("web").to_str().unwrap(),
+        "--force",
+        "--tarball",
+        tarball.to_str().unwrap(),
+    ]);
     let unpacked = d.path("cycle");
     fs::create_dir_all(&unpacked).unwrap();
     let untar = Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(&unpacked).status().unwrap();
@@ -381,13 +438,24 @@ fn a_required_link_without_provider_and_a_package_cycle_are_refused_before_any_v
     // web consumes `kv` (required); without the kv group nothing provides it.
     let mut no_provider = quick_demo(&d);
     no_provider.remove_group("kv");
-    assert_refused_before_any_vm(&d, &no_provider, "no-kv.yml", &["instance_groups[0] (web).jobs[0] (web)", "kv", "no provider"]);
+    assert_refused_before_any_vm(
+        &d,
+        &no_provider,
+        "no-kv.yml",
+        &["instance_groups[0] (web).jobs[0] (web)", "kv", "no provider"],
+    );
 
     // A cycle in a release source is refused by create-release, naming it.
     let source = d.copy_release("web");
     let spec = source.join("packages/python3-shim/spec");
     fs::write(&spec, fs::read_to_string(&spec).unwrap().replace("dependencies: []", "dependencies: [webapp]")).unwrap();
-    let out = d.rosh(&["create-release", source.to_str().unwrap(), "--force", "--tarball", d.path("never.tgz").to_str().unwrap()]);
+    let out = d.rosh(&[
+        "create-release",
+        source.to_str().unwrap(),
+        "--force",
+        "--tarball",
+        d.path("never.tgz").to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cycle") && stderr.contains("python3-shim -> webapp -> python3-shim"), "{stderr}");
@@ -401,7 +469,44 @@ fn a_required_link_without_provider_and_a_package_cycle_are_refused_before_any_v
     cyclic.ok(&["upload-release", tarball.to_str().unwrap()]);
     let mut manifest = quick_demo(&cyclic);
     manifest.0["releases"][1]["version"] = "0+cycle.1".into();
-    assert_refused_before_any_vm(&cyclic, &manifest, "cycle.yml", &["instance_groups[1] (web)", "dependency cycle", "python3-shim", "webapp"]);
+    assert_refused_before_any_vm(
+        &cyclic,
+        &manifest,
+        "cycle.yml",
+        &["instance_groups[1] (web)", "dependency cycle", "python3-shim", "webapp"],
+    );
+}
+
+#[test]
+fn a_deploy_killed_while_compiling_leaves_no_compilation_vm_behind() {
+    let d = Director::new(161);
+    let manifest = quick_demo(&d);
+    // Two compilation workers; the kill comes when three of the four packages are compiled
+    // (kvd, the C one, is typically still compiling): both compilation VMs are alive then, and
+    // the next run has only one package left to compile.
+    let (mut deploy, events) = d.spawn_deploy_events("demo", &manifest, "demo.yml");
+    let mut compiled = 0;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(events)) {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap_or_default();
+        if event["event"] == "finished" && event["result"] == "compiled" {
+            compiled += 1;
+            if compiled == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(compiled, 3, "the deploy ended before its third package was compiled");
+    assert!(deploy.kill(), "the deploy was still running");
+    let left = d.live_agents();
+    assert!(!left.is_empty(), "the killed run's compilation VMs were running");
+
+    let deployed = d.deploy("demo", &manifest, "demo.yml", &[]);
+    let report = deployed.expect_ok();
+    assert_eq!((report.created, report.packages_compiled + report.packages_cached), (3, 4), "{report:?}");
+    d.assert_no_orphans(
+        &["demo"],
+        &format!("after a deploy killed while compiling (its compilation VMs were {left:?})"),
+    );
 }
 
 /// One step of the crash test: the manifest it deploys.
@@ -432,15 +537,17 @@ fn crash_safety_deploys_killed_at_random_points_converge_on_the_next_deploy_with
     let mut base = quick_demo(&d);
     base.remove_group("smoke-tests");
     base.group("web")["update"]["max_in_flight"] = 2.into();
-    let web_counts = [3, 2, 1, 3, 2, 1, 2, 3, 1];
-    let mut current: Option<Variant> = None;
+    let first = Variant { greeting: "Hello from rosh".into(), web: 2 };
+    d.deploy("demo", &first.manifest(&base), "first.yml", &[]).expect_ok();
+    // Each run changes the greeting and the number of web instances: updates, creations and
+    // deletions (the compilation stage has a test of its own).
+    let web_counts = [3, 2, 1, 3, 2, 1, 2, 3, 1, 2];
+    let mut current = first;
     let mut last_count = 0u64;
     let mut log = Vec::new();
 
-    for run in 0..10 {
-        // Run 0 is the first deploy (compilation, VM and disk creation); later runs change the
-        // greeting and the number of web instances.
-        let killed = Variant { greeting: format!("Hello from crash run {run}"), web: if run == 0 { 2 } else { web_counts[run - 1] } };
+    for (run, web) in web_counts.into_iter().enumerate() {
+        let killed = Variant { greeting: format!("Hello from crash run {run}"), web };
         let delay = rng.between(0.2, 6.0);
         let started = Instant::now();
         let mut deploy = d.spawn_deploy("demo", &killed.manifest(&base), &format!("killed-{run}.yml"));
@@ -452,11 +559,12 @@ fn crash_safety_deploys_killed_at_random_points_converge_on_the_next_deploy_with
         // Every other run the operator deploys the killed manifest again; otherwise the one
         // that was deployed before (a roll back, which must also repair what the killed run
         // left half done).
-        let target = match (&current, run % 2) {
-            (Some(previous), 1) => previous.clone(),
-            _ => killed.clone(),
+        let target = if run % 2 == 1 { current.clone() } else { killed.clone() };
+        let what = if interrupted {
+            format!("killed after {delay:.2}s")
+        } else {
+            format!("finished before its kill point {delay:.2}s")
         };
-        let what = if interrupted { format!("killed after {delay:.2}s") } else { format!("finished before its kill point {delay:.2}s") };
         let context = format!("seed {seed}, run {run}: deploy of {killed:?} {what}, then deployed {target:?}");
         println!("{context}");
         let deployed = d.deploy("demo", &target.manifest(&base), &format!("target-{run}.yml"), &[]);
@@ -483,7 +591,7 @@ fn crash_safety_deploys_killed_at_random_points_converge_on_the_next_deploy_with
         // Converged means converged: one more deploy has nothing to do.
         let again = d.deploy("demo", &target.manifest(&base), &format!("target-{run}.yml"), &[]);
         assert_eq!(again.expect_ok(), summary(0, 0, 0, 1 + target.web as usize, 0, 3), "{context}: not converged");
-        current = Some(target);
+        current = target;
     }
     println!("{}", log.join("\n"));
 }

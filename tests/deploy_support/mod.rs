@@ -146,7 +146,8 @@ impl Director {
     /// output.
     pub fn upload_release(&self, source: &Path) -> String {
         let tarball = source.with_extension("tgz");
-        let out = self.ok(&["create-release", source.to_str().unwrap(), "--force", "--tarball", tarball.to_str().unwrap()]);
+        let out =
+            self.ok(&["create-release", source.to_str().unwrap(), "--force", "--tarball", tarball.to_str().unwrap()]);
         self.ok(&["upload-release", tarball.to_str().unwrap()]);
         out
     }
@@ -169,7 +170,12 @@ impl Director {
     /// Runs rosh, failing the test when it fails; answers stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.rosh(args);
-        assert!(out.status.success(), "rosh {args:?} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "rosh {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -193,6 +199,24 @@ impl Director {
         KillOnDrop(Some(child))
     }
 
+    /// Starts a deploy whose `--json` events the caller reads (killed when dropped).
+    pub fn spawn_deploy_events(
+        &self,
+        name: &str,
+        manifest: &Manifest,
+        file: &str,
+    ) -> (KillOnDrop, std::process::ChildStdout) {
+        let path = self.write(file, &manifest.text());
+        let mut child = self
+            .command(&["-d", name, "deploy", path.to_str().unwrap(), "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rosh deploy");
+        let stdout = child.stdout.take().unwrap();
+        (KillOnDrop(Some(child)), stdout)
+    }
+
     pub fn state(&self) -> State {
         State::open(&self.state_dir).expect("open the state")
     }
@@ -200,7 +224,7 @@ impl Director {
     /// The deployment's instance records, by group then index.
     pub fn instances(&self, deployment: &str) -> Vec<InstanceRecord> {
         let mut list = self.state().instances(deployment).expect("read instances");
-        list.sort_by(|a, b| (a.group.clone(), a.index).cmp(&(b.group.clone(), b.index)));
+        list.sort_by_key(|r| (r.group.clone(), r.index));
         list
     }
 
@@ -446,7 +470,8 @@ pub fn kill_processes_naming(dir: &Path) {
         if procs.is_empty() {
             return;
         }
-        let (agents, rest): (Vec<_>, Vec<_>) = procs.into_iter().partition(|(_, args)| args.iter().any(|a| a == "agent"));
+        let (agents, rest): (Vec<_>, Vec<_>) =
+            procs.into_iter().partition(|(_, args)| args.iter().any(|a| a == "agent"));
         for (pid, _) in agents.iter().chain(rest.iter()) {
             // SAFETY: plain kill(2) of a pid just read from /proc whose command line names the
             // test's own temporary state dir.
@@ -459,7 +484,9 @@ pub fn kill_processes_naming(dir: &Path) {
 /// Whether process `pid` is alive (and not a zombie).
 pub fn alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !matches!(stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()), Some("Z" | "X")),
+        Ok(stat) => {
+            !matches!(stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()), Some("Z" | "X"))
+        }
         Err(_) => false,
     }
 }
