@@ -372,7 +372,7 @@ impl<'a> Deployer<'a> {
         let started = Instant::now();
         let reasons: Vec<String> = w.reasons.iter().map(ToString::to_string).collect();
         self.reporter.step(&task, &format!("{}{} ({})", w.action, if canary { ", canary" } else { "" }, reasons.join("; ")));
-        let outcome = self.converge_inner(deployment, w, compiled, &task).await;
+        let outcome = self.converge_inner(deployment, w, compiled, &task, canary).await;
         match &outcome {
             Ok(()) => self.reporter.finished(&task, Ok(&w.action.to_string()), started.elapsed()),
             Err(e) => self.reporter.finished(&task, Err(&format!("{e:#}")), started.elapsed()),
@@ -380,7 +380,14 @@ impl<'a> Deployer<'a> {
         outcome
     }
 
-    async fn converge_inner(&self, deployment: &DesiredDeployment, w: &Work<'_>, compiled: &CompiledByGroup, task: &str) -> anyhow::Result<()> {
+    async fn converge_inner(
+        &self,
+        deployment: &DesiredDeployment,
+        w: &Work<'_>,
+        compiled: &CompiledByGroup,
+        task: &str,
+        canary: bool,
+    ) -> anyhow::Result<()> {
         let (cpi_name, cpi) = self.cpis.get(w.instance.cpi.as_deref())?;
         let name = &deployment.name;
         let uuid = &w.instance.id;
@@ -483,7 +490,9 @@ impl<'a> Deployer<'a> {
         self.run_script(&agent, task, "pre-start").await?;
         self.reporter.step(task, "starting");
         agent.start(&JobSelection::default()).await?;
-        self.wait_running(&agent, task, w.group.update.update_watch_time).await?;
+        // A canary is watched for canary_watch_time (as BOSH does), the others for update_watch_time.
+        let watch = if canary { w.group.update.canary_watch_time } else { w.group.update.update_watch_time };
+        self.wait_running(&agent, task, watch).await?;
         self.run_script(&agent, task, "post-start").await?;
         self.state.set_instance_applied(name, uuid, &serde_json::to_string(&spec)?, &spec.digest(), InstanceState::Started)?;
         Ok(())
