@@ -101,6 +101,7 @@ pub async fn compile(
     wanted: &[(Target, Vec<PackageRef>)],
     reporter: &dyn Reporter,
 ) -> anyhow::Result<Compiled> {
+    remove_leftover_vms(workers).await?;
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     let mut result = Compiled::default();
     let mut wanted_keys: Vec<((String, String), String)> = Vec::new();
@@ -303,6 +304,26 @@ fn all_deps(node: &Node, nodes: &BTreeMap<String, Node>, done: &BTreeMap<String,
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// Deletes compilation VMs of this deployment that a run which died left behind (found by
+/// their agent ids, where the CPI can list its VMs; the caller holds the deployment lock, so
+/// none of them is in use).
+async fn remove_leftover_vms(workers: &Workers) -> anyhow::Result<()> {
+    let prefix = format!("{}-", workers.agent_prefix);
+    let vms = match workers.cpi.list_vms().await {
+        Ok(vms) => vms,
+        Err(e) if e.kind == rosh_cpi::ErrorKind::NotImplemented => return Ok(()),
+        Err(e) => return Err(e).context("listing the compilation CPI's VMs"),
+    };
+    for vm in vms.into_iter().filter(|vm| vm.agent_id.strip_prefix(&prefix).is_some_and(|slot| slot.parse::<usize>().is_ok())) {
+        match workers.cpi.delete_vm(vm.vm_cid.clone()).await {
+            Ok(()) => {}
+            Err(e) if e.kind == rosh_cpi::ErrorKind::VmNotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("deleting leftover compilation VM {}", vm.vm_cid)),
+        }
+    }
+    Ok(())
 }
 
 async fn make_vm(workers: &Workers, reach: &Reach, target: &Target, slot: usize) -> anyhow::Result<TempVm> {

@@ -294,6 +294,15 @@ pub struct SnapshotDisk {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// A VM as [`Cpi::list_vms`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmListing {
+    pub vm_cid: Cid,
+    /// The agent id it was created with (rosh: the instance uuid, or a compilation VM's name).
+    pub agent_id: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
 /// The answer of `attach_disk` under API v2: how the agent finds the disk (a device path, or
 /// for the local CPI the directory it is attached at).
 pub type DiskHint = Value;
@@ -329,6 +338,13 @@ pub trait Cpi: Send + Sync {
     }
     async fn delete_snapshot(&self, _snapshot_cid: Cid) -> Result<(), CpiError> {
         Err(CpiError::not_implemented("delete_snapshot"))
+    }
+
+    /// Every VM the CPI holds, with its agent id and tags. Not a BOSH CPI method (external CPIs
+    /// answer [`ErrorKind::NotImplemented`]); rosh's own CPIs answer it, so the director can
+    /// find VMs a crashed run created but never recorded, and rebuild a lost state.
+    async fn list_vms(&self) -> Result<Vec<VmListing>, CpiError> {
+        Err(CpiError::not_implemented("list_vms"))
     }
 }
 

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rosh_cpi::{
     Cid, Cpi, CpiError, CreateDisk, CreateStemcell, CreateVm, CreatedVm, DiskAttachment, DiskHint, ErrorKind,
-    Info, NetworkSettings, ResizeDisk, SetVmMetadata, SnapshotDisk, SshEndpoint,
+    Info, NetworkSettings, ResizeDisk, SetVmMetadata, SnapshotDisk, SshEndpoint, VmListing,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -712,6 +712,14 @@ impl Cpi for LocalCpi {
             Ok(cid)
         })
         .await
+    }
+
+    async fn list_vms(&self) -> Result<Vec<VmListing>, CpiError> {
+        Ok(self
+            .vms()?
+            .into_iter()
+            .map(|vm| VmListing { vm_cid: vm.vm_cid, agent_id: vm.agent_id, metadata: vm.metadata })
+            .collect())
     }
 
     async fn delete_snapshot(&self, cid: Cid) -> Result<(), CpiError> {
