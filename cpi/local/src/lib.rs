@@ -122,12 +122,16 @@ fn now() -> u64 {
 
 /// A fresh cloud id: `prefix-` and 16 random hex digits.
 fn new_cid(prefix: &str) -> Result<Cid, CpiError> {
-    let mut bytes = [0u8; 8];
+    let hex: String = random_bytes::<8>()?.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Cid(format!("{prefix}-{hex}")))
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], CpiError> {
+    let mut bytes = [0u8; N];
     fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(|e| CpiError::other(format!("reading /dev/urandom: {e}")))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(Cid(format!("{prefix}-{hex}")))
+    Ok(bytes)
 }
 
 /// A cid must be a plain name: it becomes a directory name.
@@ -293,10 +297,17 @@ impl LocalCpi {
             }
             return Ok(ip.to_string());
         }
+        // Other directors on this machine (other state dirs) use the same range and this CPI
+        // cannot see their VMs: start at a random place and skip addresses whose SSH port is
+        // already bound by anyone.
         let (lo, hi) = (u32::from(DYNAMIC_RANGE.0), u32::from(DYNAMIC_RANGE.1));
-        (lo..=hi)
-            .map(|n| Ipv4Addr::from(n).to_string())
-            .find(|ip| !taken.contains(ip))
+        let span = hi - lo + 1;
+        let start = u32::from_le_bytes(random_bytes::<4>()?) % span;
+        let port = req.cloud_properties.get("ssh_port").and_then(Value::as_u64).map_or(self.cfg.ssh_port, |p| p as u16);
+        (0..span)
+            .map(|i| Ipv4Addr::from(lo + (start + i) % span))
+            .find(|ip| !taken.contains(&ip.to_string()) && std::net::TcpListener::bind((*ip, port)).is_ok())
+            .map(|ip| ip.to_string())
             .ok_or_else(|| CpiError::new(ErrorKind::VmCreationFailed, "no free address left in 127.78.0.0/16"))
     }
 
