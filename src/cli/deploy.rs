@@ -54,6 +54,9 @@ pub struct DeployArgs {
     /// Do not run drain scripts.
     #[arg(long)]
     pub skip_drain: bool,
+    /// Deploy even when a group updates before the group providing a link it requires.
+    #[arg(long)]
+    pub allow_unordered_links: bool,
     /// No confirmation (rosh does not ask; accepted for bosh compatibility).
     #[arg(short = 'n', long = "non-interactive")]
     pub non_interactive: bool,
@@ -305,6 +308,7 @@ async fn deploy(
     let _lock = state.lock(&format!("deployment:{}", manifest.name), Some(Duration::from_secs(5)))?;
 
     let desired = desire(director, &manifest, &cloud, &runtimes)?;
+    check_link_order(&desired, args.allow_unordered_links)?;
     for warning in &desired.warnings {
         reporter.note(&format!("warning: {warning}"));
     }
@@ -372,14 +376,24 @@ pub fn desire(director: &Director, manifest: &Deployment, cloud: &CloudConfig, r
         reserved_elsewhere: &elsewhere,
         new_id: &new_id,
     };
-    let desired = crate::plan::build::build(&input).map_err(|problems| {
+    crate::plan::build::build(&input).map_err(|problems| {
         anyhow!("{}: {}", manifest.name, problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))
-    })?;
-    let graph = crate::plan::graph::LinkGraph::new(&desired);
-    if let Err(errors) = graph.check_order(&desired.groups) {
-        bail!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"));
+    })
+}
+
+/// Refuses an update order in which a group would start before the group providing a link it
+/// requires (unless the operator allows it).
+pub fn check_link_order(desired: &DesiredDeployment, allow_unordered: bool) -> anyhow::Result<()> {
+    let graph = crate::plan::graph::LinkGraph::new(desired);
+    if let Err(errors) = graph.check_order(&desired.groups)
+        && !allow_unordered
+    {
+        bail!(
+            "{}\n(reorder the instance groups, or deploy with --allow-unordered-links)",
+            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+        );
     }
-    Ok(desired)
+    Ok(())
 }
 
 fn compilation_cpi(cloud: &CloudConfig, cpis: &CpiSet) -> anyhow::Result<String> {
