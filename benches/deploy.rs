@@ -21,7 +21,7 @@ fn rosh(args: &[&str], cwd: &Path, state: &Path) -> (Duration, f64) {
         .current_dir(cwd)
         .env("ROSH_STATE_DIR", state)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(cwd.join("rosh.err")).unwrap())
         .spawn()
         .expect("spawn rosh");
     let mut status = 0;
@@ -29,7 +29,10 @@ fn rosh(args: &[&str], cwd: &Path, state: &Path) -> (Duration, f64) {
     // SAFETY: our own child; valid out-pointers.
     let rc = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
     assert_eq!(rc, child.id() as libc::pid_t);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "rosh {args:?} failed");
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        let err = std::fs::read_to_string(cwd.join("rosh.err")).unwrap_or_default();
+        panic!("rosh {args:?} failed:\n{}", err.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+    }
     (start.elapsed(), usage.ru_maxrss as f64 / 1024.0)
 }
 
@@ -59,7 +62,7 @@ fn release(dir: &Path) {
          consumes:\n- {name: peers, type: svc}\nprovides:\n- {name: peers, type: svc}\nproperties: {}\n",
     );
     write(&dir.join("jobs/svc/monit"), "");
-    write(&dir.join("jobs/svc/templates/peers.hbs"), "{{#each (link \"peers\").instances}}{{address}}\n{{/each}}");
+    write(&dir.join("jobs/svc/templates/peers.hbs"), "{{#with (link \"peers\")}}{{#each instances}}{{address}}\n{{/each}}{{/with}}");
     write(
         &dir.join("jobs/svc/templates/bpm.yml.hbs"),
         "processes:\n- name: svc\n  executable: /bin/sh\n  args: [-c, 'test -s {{spec.root}}/packages/payload/blob.bin && exec sleep 100000']\n",
@@ -101,6 +104,14 @@ fn main() {
     release(&work.join("release"));
     write(&work.join("cloud.yml"), CLOUD_CONFIG);
     let state = work.join("state");
+    // However the benchmark ends, its VMs go with it.
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            kill_vms(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(state.clone());
     rosh(&["create-stemcell", "--local", "--tarball", "sc.tgz"], work, &state);
     rosh(&["upload-stemcell", "sc.tgz"], work, &state);
     rosh(&["create-release", "release", "--tarball", "bench.tgz"], work, &state);

@@ -295,6 +295,13 @@ impl LocalCpi {
             if taken.iter().any(|t| t == ip) {
                 return Err(CpiError::new(ErrorKind::VmCreationFailed, format!("address {ip} is in use by another local VM")));
             }
+            let port = req.cloud_properties.get("ssh_port").and_then(Value::as_u64).map_or(self.cfg.ssh_port, |p| p as u16);
+            if let Err(e) = std::net::TcpListener::bind((parsed, port)) {
+                return Err(CpiError::new(
+                    ErrorKind::VmCreationFailed,
+                    format!("{ip}:{port} cannot be listened on ({e}): another program, or a VM of another rosh state dir, holds it"),
+                ));
+            }
             return Ok(ip.to_string());
         }
         // Other directors on this machine (other state dirs) use the same range and this CPI
