@@ -19,24 +19,9 @@ fn sample() -> PathBuf {
 
 /// Copies the sample release source (not any build output) into a fresh temporary directory.
 fn copy_of_sample() -> (tempfile::TempDir, PathBuf) {
-    fn copy(from: &Path, to: &Path) {
-        fs::create_dir_all(to).unwrap();
-        for entry in fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if [".dev_builds", "dev_releases", ".final_builds"].contains(&name.as_str()) || name.ends_with(".tgz") {
-                continue;
-            }
-            if entry.file_type().unwrap().is_dir() {
-                copy(&entry.path(), &to.join(&name));
-            } else {
-                fs::copy(entry.path(), to.join(&name)).unwrap();
-            }
-        }
-    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("hello");
-    copy(&sample(), &dir);
+    common::copy_release_source(&sample(), &dir);
     (tmp, dir)
 }
 

@@ -19,6 +19,7 @@
 //! Each test has its own state dir and loopback range (`127.<151..159>.0.0/16`); the watch times
 //! of the copied manifests are lowered to keep the file fast.
 
+mod common;
 mod deploy_support;
 
 use std::collections::{BTreeMap, BTreeSet};

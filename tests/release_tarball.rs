@@ -2,6 +2,8 @@
 //! the way bosh-cli lays them out, read back through a sink that stores each artifact in a
 //! temporary directory while hashing it, as the blobstore will.
 
+mod common;
+
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -464,24 +466,9 @@ fn failing_sink_is_reported_with_the_artifact() {
 
 #[test]
 fn tarball_written_by_create_release_reads_back() {
-    fn copy(from: &Path, to: &Path) {
-        fs::create_dir_all(to).unwrap();
-        for entry in fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if [".dev_builds", "dev_releases", ".final_builds"].contains(&name.as_str()) || name.ends_with(".tgz") {
-                continue;
-            }
-            if entry.file_type().unwrap().is_dir() {
-                copy(&entry.path(), &to.join(&name));
-            } else {
-                fs::copy(entry.path(), to.join(&name)).unwrap();
-            }
-        }
-    }
     let tmp = tempfile::tempdir().unwrap();
     let source = tmp.path().join("hello");
-    copy(&Path::new(env!("CARGO_MANIFEST_DIR")).join("releases/hello"), &source);
+    common::copy_release_source(&Path::new(env!("CARGO_MANIFEST_DIR")).join("releases/hello"), &source);
     let out = tmp.path().join("hello.tgz");
     let options = rosh::release::create::Options { tarball: Some(out.clone()), force: true, ..Default::default() };
     let created = rosh::release::create::create_release(&source, &options).unwrap();

@@ -45,23 +45,8 @@ fn repo() -> &'static Path {
 /// Copies `releases/<name>` (its source, no build output) to a fresh directory outside any git
 /// work tree, so other people's uncommitted changes do not make create-release refuse it.
 fn copy_release(name: &str, tmp: &Path) -> PathBuf {
-    fn copy(from: &Path, to: &Path) {
-        fs::create_dir_all(to).unwrap();
-        for entry in fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if [".dev_builds", "dev_releases", ".final_builds"].contains(&name.as_str()) || name.ends_with(".tgz") {
-                continue;
-            }
-            if entry.file_type().unwrap().is_dir() {
-                copy(&entry.path(), &to.join(&name));
-            } else {
-                fs::copy(entry.path(), to.join(&name)).unwrap();
-            }
-        }
-    }
     let dir = tmp.join(name);
-    copy(&repo().join("releases").join(name), &dir);
+    common::copy_release_source(&repo().join("releases").join(name), &dir);
     dir
 }
 

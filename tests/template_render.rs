@@ -257,24 +257,9 @@ fn nothing_is_escaped() {
 #[test]
 fn hello_from_a_create_release_tarball_renders_with_a_real_context() {
     // A copy of the sample release, so the build leaves nothing in the repository.
-    fn copy(from: &Path, to: &Path) {
-        fs::create_dir_all(to).unwrap();
-        for entry in fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if [".dev_builds", "dev_releases", ".final_builds"].contains(&name.as_str()) || name.ends_with(".tgz") {
-                continue;
-            }
-            if entry.file_type().unwrap().is_dir() {
-                copy(&entry.path(), &to.join(&name));
-            } else {
-                fs::copy(entry.path(), to.join(&name)).unwrap();
-            }
-        }
-    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("hello");
-    copy(&Path::new(env!("CARGO_MANIFEST_DIR")).join("releases/hello"), &dir);
+    common::copy_release_source(&Path::new(env!("CARGO_MANIFEST_DIR")).join("releases/hello"), &dir);
     let release = tmp.path().join("hello.tgz");
     common::rosh_ok(&["create-release", dir.to_str().unwrap(), "--tarball", release.to_str().unwrap()], tmp.path());
 

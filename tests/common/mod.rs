@@ -44,3 +44,22 @@ pub fn rosh_ok(args: &[&str], cwd: &Path) -> String {
 pub fn parse(text: &str) -> serde_yaml_ng::Value {
     rosh::manifest::yaml::parse(text, "output").expect("rosh prints valid YAML")
 }
+
+/// Copies a release source directory without its build output (`.dev_builds`, `dev_releases`,
+/// `.final_builds`, tarballs), so a build of the copy leaves nothing in the repository and does
+/// not see the repository's uncommitted changes.
+pub fn copy_release_source(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if [".dev_builds", "dev_releases", ".final_builds"].contains(&name.as_str()) || name.ends_with(".tgz") {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_release_source(&entry.path(), &to.join(&name));
+        } else {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+}

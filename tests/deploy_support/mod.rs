@@ -520,21 +520,7 @@ pub fn ip_of(record: &InstanceRecord) -> String {
     record.ips.get("default").cloned().unwrap_or_else(|| panic!("{} has no IP", record.label()))
 }
 
-pub fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if [".dev_builds", "dev_releases", ".final_builds"].contains(&name.as_str()) || name.ends_with(".tgz") {
-            continue;
-        }
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &to.join(&name));
-        } else {
-            fs::copy(entry.path(), to.join(&name)).unwrap();
-        }
-    }
-}
+pub use crate::common::copy_release_source as copy_tree;
 
 /// A small seeded PRNG (splitmix64): the crash test prints its seed so a run can be repeated.
 pub struct Rng(u64);
