@@ -328,22 +328,7 @@ impl<'a> Deployer<'a> {
                 }
             };
             let spec = self.instance_spec(deployment, group, instance, compiled, &endpoint.root)?;
-            self.reporter.step(&task, "uploading packages and jobs");
-            let mut digests: Vec<String> = spec.packages.values().cloned().collect();
-            digests.extend(spec.jobs.values().cloned());
-            vm::upload(&agent, self.blobs, &digests).await?;
-            agent
-                .apply(&ApplySpec {
-                    deployment: deployment.name.clone(),
-                    instance: task.clone(),
-                    packages: spec
-                        .packages
-                        .iter()
-                        .map(|(n, sha)| ApplyPackage { name: n.clone(), version: String::new(), sha256: sha.clone() })
-                        .collect(),
-                    jobs: spec.jobs.iter().map(|(n, sha)| ApplyJob { name: n.clone(), sha256: sha.clone() }).collect(),
-                })
-                .await?;
+            self.push_and_apply(&agent, &task, &deployment.name, group, &spec).await?;
             self.run_script(&agent, &task, "pre-start").await?;
             self.reporter.step(&task, "running errand");
             let results = agent
@@ -463,17 +448,39 @@ impl<'a> Deployer<'a> {
         }
 
         let spec = self.instance_spec(deployment, w.group, w.instance, compiled, &endpoint.root)?;
+        self.push_and_apply(&agent, task, name, w.group, &spec).await?;
+        self.run_script(&agent, task, "pre-start").await?;
+        self.reporter.step(task, "starting");
+        agent.start(&JobSelection::default()).await?;
+        // A canary is watched for canary_watch_time (as BOSH does), the others for update_watch_time.
+        let watch = if canary { w.group.update.canary_watch_time } else { w.group.update.update_watch_time };
+        self.wait_running(&agent, task, watch).await?;
+        self.run_script(&agent, task, "post-start").await?;
+        self.state.set_instance_applied(name, uuid, &serde_json::to_string(&spec)?, &spec.digest(), InstanceState::Started)?;
+        Ok(())
+    }
+
+    /// Puts the spec's compiled packages and rendered jobs on the VM (skipping what it holds)
+    /// and applies them.
+    async fn push_and_apply(
+        &self,
+        agent: &AgentClient,
+        task: &str,
+        deployment: &str,
+        group: &DesiredGroup,
+        spec: &InstanceSpec,
+    ) -> anyhow::Result<()> {
         self.reporter.step(task, "uploading packages and jobs");
         let mut digests: Vec<String> = spec.packages.values().cloned().collect();
         digests.extend(spec.jobs.values().cloned());
-        vm::upload(&agent, self.blobs, &digests).await?;
+        vm::upload(agent, self.blobs, &digests).await?;
 
         self.reporter.step(task, "applying");
         let package_versions: BTreeMap<&str, &str> =
-            w.group.packages.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
+            group.packages.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
         agent
             .apply(&ApplySpec {
-                deployment: name.clone(),
+                deployment: deployment.to_string(),
                 instance: task.to_string(),
                 packages: spec
                     .packages
@@ -487,14 +494,6 @@ impl<'a> Deployer<'a> {
                 jobs: spec.jobs.iter().map(|(n, sha)| ApplyJob { name: n.clone(), sha256: sha.clone() }).collect(),
             })
             .await?;
-        self.run_script(&agent, task, "pre-start").await?;
-        self.reporter.step(task, "starting");
-        agent.start(&JobSelection::default()).await?;
-        // A canary is watched for canary_watch_time (as BOSH does), the others for update_watch_time.
-        let watch = if canary { w.group.update.canary_watch_time } else { w.group.update.update_watch_time };
-        self.wait_running(&agent, task, watch).await?;
-        self.run_script(&agent, task, "post-start").await?;
-        self.state.set_instance_applied(name, uuid, &serde_json::to_string(&spec)?, &spec.digest(), InstanceState::Started)?;
         Ok(())
     }
 
