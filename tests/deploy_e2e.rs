@@ -115,6 +115,26 @@ fn first_deploy_runs_every_instance_and_the_web_instances_count_together_through
     }
     // The compilation VMs are gone; every VM is an instance's.
     d.assert_no_orphans(&["demo"], "after the first deploy");
+
+    // The smoke-test errand: a VM is made for it, its bin/run checks both web instances through
+    // the http link, the output is shown, and the VM is deleted again.
+    let vms_before = d.vm_dirs();
+    let out = d.rosh(&["-d", "demo", "run-errand", "smoke-tests"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "run-errand failed:\n{shown}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(shown.contains("job smoke-test: exit code 0") && shown.contains("2 of 2 web instances passed"), "{shown}");
+    assert_eq!(d.vm_dirs(), vms_before, "the errand's VM is deleted afterwards");
+    d.assert_no_orphans(&["demo"], "after run-errand");
+    let not_errand = d.rosh(&["-d", "demo", "run-errand", "web"]);
+    assert!(!not_errand.status.success());
+    assert!(String::from_utf8_lossy(&not_errand.stderr).contains("not an errand"), "{not_errand:?}");
+
+    // A failing errand's exit code is the command's: with web/0 stopped the smoke test fails.
+    d.ok(&["-d", "demo", "stop", "web/0"]);
+    let failed = d.rosh(&["-d", "demo", "run-errand", "smoke-tests"]);
+    assert!(!failed.status.success(), "{}", String::from_utf8_lossy(&failed.stdout));
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("job smoke-test: exit code"), "{failed:?}");
+    assert_eq!(d.vm_dirs(), vms_before, "a failed errand's VM is deleted too");
 }
 
 #[test]
