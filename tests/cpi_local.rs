@@ -274,6 +274,21 @@ fn a_persistent_disk_keeps_its_data_when_its_vm_is_deleted_and_moves_to_a_new_vm
 }
 
 #[test]
+fn an_address_another_program_listens_on_is_refused_at_once() {
+    let d = Director::new();
+    let stemcell = d.stemcell();
+    let _squatter = std::net::TcpListener::bind("127.77.4.2:6868").unwrap();
+    let started = Instant::now();
+    let refused = d.call(
+        "create_vm",
+        json!(["a", stemcell, {}, {"default": {"type": "manual", "ip": "127.77.4.2"}}, [], {"bosh": {"authorized_keys": [d.public_key]}}]),
+    );
+    assert_eq!(refused["error"]["type"], "Bosh::Clouds::VMCreationFailed", "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("cannot be listened on"), "{refused}");
+    assert!(started.elapsed() < Duration::from_secs(5), "refused before any agent start timeout");
+}
+
+#[test]
 fn reboot_restarts_the_agent_with_the_same_host_key() {
     let mut d = Director::new();
     let stemcell = d.stemcell();
