@@ -74,9 +74,8 @@ pub struct Director {
 
 impl Director {
     pub fn open() -> anyhow::Result<Director> {
-        let state_dir = State::default_dir()?;
-        let state = State::open(&state_dir)?;
-        let blobs = LocalBlobstore::open(LocalBlobstore::default_root(&state_dir))?;
+        let (state, blobs) = super::upload::open_director()?;
+        let state_dir = state.dir().to_path_buf();
         Ok(Director { state, blobs, state_dir })
     }
 
