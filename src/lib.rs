@@ -8,8 +8,10 @@
 pub mod agent;
 pub mod blobstore;
 pub mod cli;
+pub mod compat;
 pub mod compile;
 pub mod converge;
+pub mod health;
 pub mod manifest;
 pub mod plan;
 pub mod release;
