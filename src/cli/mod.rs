@@ -15,6 +15,7 @@ pub mod configs;
 pub mod cpi;
 pub mod deploy;
 pub mod errand;
+pub mod health;
 pub mod progress;
 pub mod create_release;
 pub mod create_stemcell;
@@ -96,6 +97,14 @@ pub enum Command {
     Manifest(ops_show::ManifestArgs),
     /// Show the event log, newest first (`-d NAME` for one deployment's).
     Events(ops_show::EventsArgs),
+    /// Scan a deployment's VMs and disks for problems and resolve them (`--report`, `--auto`).
+    Cck(health::CckArgs),
+    /// Recreate instances' VMs from the last deployed manifest (`--failed`: those cck reports).
+    Recreate(health::RecreateArgs),
+    /// The resurrector: scan periodically and recreate failed instances (meltdown guarded).
+    Watch(health::WatchArgs),
+    /// Rebuild a deployment's instance, VM, disk and IP records from the cloud and its agents.
+    RecoverState(health::RecoverStateArgs),
     /// rosh's own CPIs behind the BOSH CPI protocol (`rosh cpi serve local`).
     Cpi(cpi::CpiArgs),
     /// Validate a cloud config and store it as the director's next version.
@@ -145,6 +154,10 @@ pub fn main() -> ExitCode {
         Command::DeleteDeployment(args) => ops_lifecycle::delete_deployment(cli.deployment, args),
         Command::Manifest(args) => ops_show::manifest(cli.deployment, args),
         Command::Events(args) => ops_show::events(cli.deployment, args),
+        Command::Cck(args) => health::cck(cli.deployment, args),
+        Command::Recreate(args) => health::recreate(cli.deployment, args),
+        Command::Watch(args) => health::watch_cmd(cli.deployment, args),
+        Command::RecoverState(args) => health::recover_state(cli.deployment, args),
         Command::UpdateCloudConfig(args) => configs::update_cloud_config(args),
         Command::CloudConfig(args) => configs::cloud_config(args),
         Command::UpdateRuntimeConfig(args) => configs::update_runtime_config(args),

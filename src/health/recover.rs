@@ -1,0 +1,1 @@
+//! Rebuilding a lost state from the cloud (placeholder, filled in below).
