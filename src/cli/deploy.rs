@@ -300,24 +300,95 @@ async fn deploy(
     reporter: &dyn Reporter,
     cancel: Arc<AtomicBool>,
 ) -> anyhow::Result<crate::converge::deploy::DeployReport> {
-    let state = &director.state;
     let (doc, manifest) = read_manifest(director, &args.manifest, &args.flags, deployment)?;
     let (cloud, cloud_id) = cloud_config(director, args.cloud_config.as_deref())?;
     let (runtimes, runtime_ids) = runtime_configs(director)?;
-    let _lock = state.lock(&format!("deployment:{}", manifest.name), Some(Duration::from_secs(5)))?;
-
-    let desired = desire(director, &manifest, &cloud, &runtimes)?;
-    check_link_order(&desired, args.allow_unordered_links)?;
-    for warning in &desired.warnings {
-        reporter.note(&format!("warning: {warning}"));
-    }
-    let prepared = prepare(director, &desired, &cloud, reporter).await?;
+    let inputs = Inputs { doc, manifest, cloud, cloud_id, runtimes, runtime_ids };
     let options = DeployOptions {
         recreate: args.recreate,
         canaries: args.canaries,
         max_in_flight: args.max_in_flight,
         skip_drain: args.skip_drain,
+        only: None,
     };
+    converge(director, &inputs, options, args.allow_unordered_links, reporter, cancel).await
+}
+
+/// Everything a deploy is made from: the manifest (as deployed, variables resolved) and the
+/// config versions.
+pub struct Inputs {
+    pub doc: Value,
+    pub manifest: Deployment,
+    pub cloud: CloudConfig,
+    pub cloud_id: Option<i64>,
+    pub runtimes: Vec<(String, RuntimeConfig)>,
+    pub runtime_ids: Vec<i64>,
+}
+
+impl Inputs {
+    /// What deployment `name` was last successfully deployed with: its manifest and the cloud
+    /// and runtime config versions it used.
+    pub fn recorded(director: &Director, name: &str) -> anyhow::Result<Inputs> {
+        let state = &director.state;
+        let recorded = state
+            .deployment_manifest(name)?
+            .ok_or_else(|| anyhow!("deployment `{name}` has no successfully deployed manifest on record"))?;
+        let display = format!("the deployed manifest of `{name}`");
+        let doc = yaml::parse(&recorded.text, &display)?;
+        let manifest = Deployment::from_value(&doc).map_err(|e| anyhow!("{display}: {e}"))?.model;
+        let cloud_id = recorded.cloud_config_id;
+        let cloud = match cloud_id {
+            Some(id) => {
+                let config = state.config_by_id(id)?.ok_or_else(|| anyhow!("cloud config version {id} used by `{name}` is gone"))?;
+                let doc = yaml::parse(&config.content, "cloud config")?;
+                CloudConfig::from_value(&doc).map_err(|e| anyhow!("cloud config version {id}: {e}"))?.model
+            }
+            None => cloud_config(director, None)?.0,
+        };
+        let mut runtimes = Vec::new();
+        for id in &recorded.runtime_config_ids {
+            let config = state.config_by_id(*id)?.ok_or_else(|| anyhow!("runtime config version {id} used by `{name}` is gone"))?;
+            let display = format!("runtime config '{}'", config.name);
+            let doc = yaml::parse(&config.content, &display)?;
+            let model = RuntimeConfig::from_value(&doc, &config.name).map_err(|e| anyhow!("{display}: {e}"))?;
+            runtimes.push((config.name.clone(), model.model));
+        }
+        Ok(Inputs { doc, manifest, cloud, cloud_id, runtimes, runtime_ids: recorded.runtime_config_ids })
+    }
+}
+
+/// Re-runs the deploy pipeline on what deployment `name` was last deployed with (recreate,
+/// repair): `options.only` limits it to some instances.
+pub async fn redeploy_recorded(
+    director: &Director,
+    name: &str,
+    options: DeployOptions,
+    reporter: &dyn Reporter,
+    cancel: Arc<AtomicBool>,
+) -> anyhow::Result<crate::converge::deploy::DeployReport> {
+    let inputs = Inputs::recorded(director, name)?;
+    converge(director, &inputs, options, true, reporter, cancel).await
+}
+
+/// The deploy pipeline once its inputs are read: lock, desired model, checks, compilation,
+/// converge, and the record of what was deployed.
+async fn converge(
+    director: &Director,
+    inputs: &Inputs,
+    options: DeployOptions,
+    allow_unordered_links: bool,
+    reporter: &dyn Reporter,
+    cancel: Arc<AtomicBool>,
+) -> anyhow::Result<crate::converge::deploy::DeployReport> {
+    let state = &director.state;
+    let _lock = state.lock(&format!("deployment:{}", inputs.manifest.name), Some(Duration::from_secs(5)))?;
+
+    let desired = desire(director, &inputs.manifest, &inputs.cloud, &inputs.runtimes)?;
+    check_link_order(&desired, allow_unordered_links)?;
+    for warning in &desired.warnings {
+        reporter.note(&format!("warning: {warning}"));
+    }
+    let prepared = prepare(director, &desired, &inputs.cloud, reporter).await?;
     let mut deployer =
         Deployer::new(state, &director.blobs, &prepared.cpis, prepared.reach.clone(), reporter, options, prepared.stemcell_cids.clone());
     deployer.cancel = cancel;
@@ -326,7 +397,7 @@ async fn deploy(
     report.packages_cached = prepared.packages_cached;
 
     state.set_deployment_usage(&desired.name, &desired.releases, &desired.stemcells.iter().map(|s| (s.name.clone(), s.version.clone())).collect::<Vec<_>>())?;
-    state.record_deployed_manifest(&desired.name, &yaml::to_string(&doc), cloud_id, &runtime_ids)?;
+    state.record_deployed_manifest(&desired.name, &yaml::to_string(&inputs.doc), inputs.cloud_id, &inputs.runtime_ids)?;
     Ok(report)
 }
 

@@ -17,26 +17,27 @@
 //! VM is rendered after `create_vm`; an instance that keeps its VM is rendered before deciding,
 //! so a changed configuration is seen as such.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use rosh_cpi::{Cid, Cpi, CreateDisk, CreateVm, DiskAttachment, NetworkSettings, SetVmMetadata, SshEndpoint};
+use rosh_cpi::{Cid, Cpi, CreateDisk, CreateVm, DiskAttachment, NetworkSettings, ResizeDisk, SetVmMetadata, SshEndpoint};
 use serde_json::{Value, json};
 
 use crate::agent::protocol::{
     ApplyJob, ApplyPackage, ApplySpec, Drain, JobSelection, JobState, MountDisk, ProcessState, RunScript,
 };
-use crate::blobstore::{Blobstore, LocalBlobstore};
+use crate::blobstore::LocalBlobstore;
 use crate::converge::report::Reporter;
 use crate::converge::vm::{self, Reach};
-use crate::plan::changes::{Action, InstanceSpec, Observed, Reason, decide};
+use crate::converge::spec::SpecRenderer;
+use crate::plan::changes::{Action, InstanceSpec, Reason};
+use crate::plan::reconcile::{DiskChange, Known, KnownDisk, Options as ReconcileOptions, reconcile};
 use crate::plan::desired::{DesiredDeployment, DesiredGroup, DesiredInstance, GroupLifecycle};
 use crate::ssh::agent_client::AgentClient;
 use crate::state::{CompiledPackageRecord, DiskRecord, InstanceRecord, InstanceState, State, VmRef};
-use crate::template::{JobTemplates, RenderContext, render_job};
 
 /// The CPIs of a run, by name, and the one used where an AZ names none.
 #[derive(Clone)]
@@ -60,6 +61,16 @@ pub struct DeployOptions {
     pub canaries: Option<u64>,
     pub max_in_flight: Option<u64>,
     pub skip_drain: bool,
+    /// Act on these instance uuids only (recreate, repair); every other instance is left
+    /// exactly as it is.
+    pub only: Option<std::collections::BTreeSet<String>>,
+}
+
+impl DeployOptions {
+    /// The choices that change decisions.
+    pub fn reconcile(&self) -> ReconcileOptions {
+        ReconcileOptions { recreate: self.recreate, only: self.only.clone() }
+    }
 }
 
 /// What a deploy did, for the summary line.
@@ -87,8 +98,8 @@ pub struct Deployer<'a> {
     pub options: DeployOptions,
     /// Stemcell `name/version` → its cid, per CPI name.
     pub stemcell_cids: BTreeMap<(String, String), Cid>,
-    /// Job templates by job blob digest, read once.
-    templates: Mutex<HashMap<String, Arc<JobTemplates>>>,
+    /// Renders instance specs (job templates read once).
+    renderer: SpecRenderer<'a>,
     /// Set on Ctrl-C: no new instance is started; running ones finish.
     pub cancel: Arc<AtomicBool>,
 }
@@ -105,6 +116,7 @@ struct Work<'d> {
     record: Option<InstanceRecord>,
     action: Action,
     reasons: Vec<Reason>,
+    disk: Option<DiskChange>,
 }
 
 impl<'a> Deployer<'a> {
@@ -125,21 +137,9 @@ impl<'a> Deployer<'a> {
             reporter,
             options,
             stemcell_cids,
-            templates: Mutex::new(HashMap::new()),
+            renderer: SpecRenderer::new(blobs),
             cancel: Arc::new(AtomicBool::new(false)),
         }
-    }
-
-    fn job_templates(&self, sha256: &str, name: &str) -> anyhow::Result<Arc<JobTemplates>> {
-        if let Some(t) = self.templates.lock().expect("not poisoned").get(sha256) {
-            return Ok(t.clone());
-        }
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut self.blobs.open(sha256)?, &mut bytes)
-            .with_context(|| format!("reading job {name} ({sha256})"))?;
-        let templates = Arc::new(JobTemplates::from_job_tarball(&bytes, &format!("job {name}"))?);
-        self.templates.lock().expect("not poisoned").insert(sha256.to_string(), templates.clone());
-        Ok(templates)
     }
 
     /// Renders the instance's jobs for a VM whose root is `root`, stores the rendered job
@@ -152,42 +152,9 @@ impl<'a> Deployer<'a> {
         compiled: &CompiledByGroup,
         root: &str,
     ) -> anyhow::Result<InstanceSpec> {
-        let mut jobs = BTreeMap::new();
-        for job in &group.jobs {
-            let templates = self.job_templates(&job.sha256, &job.name)?;
-            let release_version = deployment
-                .releases
-                .iter()
-                .find(|(name, _)| name == &job.release)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default();
-            let ctx = RenderContext {
-                deployment: deployment.name.clone(),
-                instance,
-                job,
-                release_version,
-                root: root.to_string(),
-                persistent_disk_mb: group.persistent_disk.as_ref().map_or(0, |d| d.size_mb),
-            };
-            let rendered = render_job(&templates, &ctx).with_context(|| format!("rendering {}", instance.name()))?;
-            if !self.blobs.contains(&rendered.sha256)? {
-                self.blobs.put(&mut rendered.tarball.as_slice())?;
-            }
-            jobs.insert(job.name.clone(), rendered.sha256);
-        }
-        let packages = compiled
-            .get(&group.name)
-            .map(|list| list.iter().map(|(name, rec)| (name.clone(), rec.blob_sha256.clone())).collect())
-            .unwrap_or_default();
-        Ok(InstanceSpec {
-            stemcell: format!("{}/{}", group.stemcell.name, group.stemcell.version),
-            cloud_properties: instance.cloud_properties.clone(),
-            networks: instance.networks.iter().map(|n| (n.name.clone(), n.ip.clone())).collect(),
-            env: group.env.clone(),
-            persistent_disk_mb: group.persistent_disk.as_ref().map_or(0, |d| d.size_mb),
-            packages,
-            jobs,
-        })
+        let rendered = self.renderer.render(deployment, group, instance, compiled_digests(compiled, &group.name), root)?;
+        self.renderer.store(&rendered)?;
+        Ok(rendered.spec)
     }
 
     /// Deploys `desired`; `compiled` holds every group's compiled packages.
@@ -196,45 +163,34 @@ impl<'a> Deployer<'a> {
         let records: BTreeMap<String, InstanceRecord> =
             self.state.instances(&desired.name)?.into_iter().map(|r| (r.uuid.clone(), r)).collect();
 
-        // Decide every instance before touching any.
+        // Decide every instance before touching any (the rules `plan` shows).
+        let known = known_instances(self.state, &desired.name, records.values())?;
+        let reconciled = reconcile(desired, &known, &self.options.reconcile(), |group, instance, k| {
+            let Some(vm) = records.get(&k.uuid).and_then(|r| r.vm.as_ref()) else { return Ok(None) };
+            let endpoint: SshEndpoint = serde_json::from_str(&vm.endpoint_json)?;
+            let rendered = self.renderer.render(desired, group, instance, compiled_digests(compiled, &group.name), &endpoint.root)?;
+            anyhow::Ok(Some(rendered.spec))
+        })?;
         let mut work: Vec<Work> = Vec::new();
         for group in desired.groups.iter().filter(|g| g.lifecycle == GroupLifecycle::Service) {
             for instance in &group.instances {
-                let record = records.get(&instance.id).cloned();
-                let (action, reasons) = match &record {
-                    None => decide_new(),
-                    Some(rec) => {
-                        let applied: Option<InstanceSpec> =
-                            rec.applied_json.as_deref().and_then(|j| serde_json::from_str(j).ok());
-                        let observed = Observed { has_vm: rec.vm.is_some(), dirty: rec.dirty, applied };
-                        let desired_spec = match (&rec.vm, observed.has_vm && !observed.dirty) {
-                            (Some(vm), true) => {
-                                let endpoint: SshEndpoint = serde_json::from_str(&vm.endpoint_json)?;
-                                Some(self.instance_spec(desired, group, instance, compiled, &endpoint.root)?)
-                            }
-                            _ => None,
-                        };
-                        match desired_spec {
-                            Some(spec) => decide(&spec, Some(&observed), self.options.recreate),
-                            // No VM, or a dirty one: the spec cannot matter (it is re-rendered
-                            // on the new VM).
-                            None if !observed.has_vm => (Action::Create, vec![Reason::VmMissing]),
-                            None => (Action::Recreate, vec![Reason::Dirty]),
-                        }
-                    }
-                };
-                work.push(Work { group, instance, record, action, reasons });
+                let plan = reconciled.get(&instance.id).cloned().ok_or_else(|| anyhow!("{} was not planned", instance.name()))?;
+                if let Some(DiskChange::Migrate { .. }) = plan.disk {
+                    bail!(
+                        "{}: the persistent disk's type (cloud properties) changed; migrating data to a new disk type is not supported yet — keep the disk type, or move the data and recreate the disk",
+                        instance.name()
+                    );
+                }
+                work.push(Work { group, instance, record: records.get(&instance.id).cloned(), action: plan.action, reasons: plan.reasons, disk: plan.disk });
             }
         }
-        let desired_ids: std::collections::BTreeSet<&str> =
-            desired.groups.iter().flat_map(|g| g.instances.iter().map(|i| i.id.as_str())).collect();
-        let removed: Vec<&InstanceRecord> = records.values().filter(|r| !desired_ids.contains(r.uuid.as_str())).collect();
+        let removed: Vec<&InstanceRecord> = reconciled.removed.iter().filter_map(|p| records.get(&p.id)).collect();
 
         for w in &work {
             match w.action {
                 Action::NoOp => report.unchanged += 1,
                 Action::Create => report.created += 1,
-                Action::Update => report.updated += 1,
+                Action::Update | Action::Restart => report.updated += 1,
                 Action::Recreate => report.recreated += 1,
                 Action::Delete => report.deleted += 1,
             }
@@ -316,7 +272,7 @@ impl<'a> Deployer<'a> {
             if existing.is_none() {
                 self.state.upsert_instance(&record)?;
             }
-            let work = Work { group, instance, record: existing.clone(), action: Action::Create, reasons: Vec::new() };
+            let work = Work { group, instance, record: existing.clone(), action: Action::Create, reasons: Vec::new(), disk: None };
             let (agent, endpoint) = match existing.as_ref().and_then(|r| r.vm.clone()) {
                 Some(vm) => {
                     let endpoint: SshEndpoint = serde_json::from_str(&vm.endpoint_json)?;
@@ -378,6 +334,18 @@ impl<'a> Deployer<'a> {
         let uuid = &w.instance.id;
         let (agent, endpoint, fresh_vm) = match w.action {
             Action::NoOp | Action::Delete => return Ok(()),
+            Action::Restart => {
+                let vm = w.record.as_ref().and_then(|r| r.vm.clone()).ok_or_else(|| anyhow!("{task} has no VM to start"))?;
+                let endpoint: SshEndpoint = serde_json::from_str(&vm.endpoint_json)?;
+                self.reporter.step(task, "connecting");
+                let agent = self.reach.agent(&endpoint).await?;
+                self.reporter.step(task, "starting");
+                agent.start(&JobSelection::default()).await?;
+                let watch = if canary { w.group.update.canary_watch_time } else { w.group.update.update_watch_time };
+                self.wait_running(&agent, task, watch).await?;
+                self.state.set_instance_state(name, uuid, InstanceState::Started)?;
+                return Ok(());
+            }
             Action::Update => {
                 let vm = w.record.as_ref().and_then(|r| r.vm.clone()).ok_or_else(|| anyhow!("{task} has no VM to update"))?;
                 let endpoint: SshEndpoint = serde_json::from_str(&vm.endpoint_json)?;
@@ -411,11 +379,45 @@ impl<'a> Deployer<'a> {
             }
         };
 
+        // A disk the group no longer has is detached and kept as an orphan; a disk of a new
+        // size is detached, resized by the CPI and attached again below.
+        let mut reattach = false;
+        if let Some(change @ (DiskChange::Orphan { .. } | DiskChange::Resize { .. })) = &w.disk
+            && let Some(mut disk) = self.state.instance_disk(name, uuid)?
+        {
+            if !fresh_vm {
+                self.reporter.step(task, "detaching disk");
+                agent.unmount_disk(&MountDisk { disk_id: disk.cid.clone(), hint: Value::Null }).await?;
+                let vm_cid = self.vm_cid(name, uuid)?;
+                match cpi.detach_disk(DiskAttachment { vm_cid, disk_cid: Cid(disk.cid.clone()) }).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind == rosh_cpi::ErrorKind::DiskNotAttached => {}
+                    Err(e) => return Err(e).context("detaching the persistent disk"),
+                }
+            }
+            match change {
+                DiskChange::Resize { to_mb, .. } => {
+                    self.reporter.step(task, &format!("resizing disk to {to_mb} MB"));
+                    cpi.resize_disk(ResizeDisk { disk_cid: Cid(disk.cid.clone()), new_size_mb: *to_mb })
+                        .await
+                        .with_context(|| format!("resizing disk {} (the CPI cannot resize: recreate the disk by removing and re-adding persistent_disk)", disk.cid))?;
+                    disk.size_mb = *to_mb;
+                    self.state.record_disk(&disk)?;
+                    reattach = !fresh_vm;
+                }
+                _ => {
+                    self.state.orphan_disk(&disk.cid)?;
+                }
+            }
+        }
+
         // Persistent disk: made once, attached to whichever VM the instance has.
         if let Some(disk_spec) = &w.group.persistent_disk {
             let disk = match self.state.instance_disk(name, uuid)? {
                 Some(d) => d,
                 None => {
+                    // A new disk on a VM that stays is attached like one on a new VM.
+                    reattach = true;
                     self.reporter.step(task, "creating disk");
                     let cid = cpi
                         .create_disk(CreateDisk {
@@ -439,7 +441,7 @@ impl<'a> Deployer<'a> {
                     record
                 }
             };
-            if fresh_vm {
+            if fresh_vm || reattach {
                 let vm_cid = self.vm_cid(name, uuid)?;
                 self.reporter.step(task, "attaching disk");
                 let hint = cpi.attach_disk(DiskAttachment { vm_cid, disk_cid: Cid(disk.cid.clone()) }).await?;
@@ -683,18 +685,34 @@ fn new_record(deployment: &str, instance: &DesiredInstance, state: InstanceState
     }
 }
 
-fn decide_new() -> (Action, Vec<Reason>) {
-    decide(
-        &InstanceSpec {
-            stemcell: String::new(),
-            cloud_properties: Value::Null,
-            networks: BTreeMap::new(),
-            env: Value::Null,
-            persistent_disk_mb: 0,
-            packages: BTreeMap::new(),
-            jobs: BTreeMap::new(),
-        },
-        None,
-        false,
-    )
+/// Name → compiled blob digest of a group's packages.
+fn compiled_digests(compiled: &CompiledByGroup, group: &str) -> BTreeMap<String, String> {
+    compiled
+        .get(group)
+        .map(|list| list.iter().map(|(name, rec)| (name.clone(), rec.blob_sha256.clone())).collect())
+        .unwrap_or_default()
+}
+
+/// What the state knows of `records`, as [`reconcile`] reads it.
+pub fn known_instances<'r>(state: &State, deployment: &str, records: impl IntoIterator<Item = &'r InstanceRecord>) -> anyhow::Result<Vec<Known>> {
+    let disks: BTreeMap<String, DiskRecord> =
+        state.disks(deployment)?.into_iter().filter(|d| d.orphaned_at.is_none()).filter_map(|d| Some((d.instance_uuid.clone()?, d))).collect();
+    Ok(records
+        .into_iter()
+        .map(|r| Known {
+            uuid: r.uuid.clone(),
+            group: r.group.clone(),
+            index: r.index,
+            az: r.az.clone(),
+            has_vm: r.vm.is_some(),
+            dirty: r.dirty,
+            stopped: r.state == InstanceState::Stopped,
+            applied: r.applied_json.as_deref().and_then(|j| serde_json::from_str(j).ok()),
+            disk: disks.get(&r.uuid).map(|d| KnownDisk {
+                cid: d.cid.clone(),
+                size_mb: d.size_mb,
+                cloud_properties: serde_json::from_str(&d.cloud_properties_json).unwrap_or(Value::Null),
+            }),
+        })
+        .collect())
 }

@@ -5,4 +5,5 @@
 pub mod cpis;
 pub mod deploy;
 pub mod report;
+pub mod spec;
 pub mod vm;

@@ -28,9 +28,39 @@ pub struct InstanceSpec {
     pub packages: BTreeMap<String, String>,
     /// Job name → rendered job digest.
     pub jobs: BTreeMap<String, String>,
+    /// Job name → what its rendering was made of; explains a changed job digest, never decides.
+    /// (Absent in specs recorded by older rosh versions.)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub job_details: BTreeMap<String, JobDetail>,
+}
+
+/// What one rendered job was made of.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDetail {
+    /// The release job's fingerprint (its templates and spec).
+    pub fingerprint: String,
+    /// sha256 of the job's manifest properties (as JSON): tells a property change without
+    /// holding the values.
+    pub properties: String,
+    /// Rendered file (destination) → sha256 of its content.
+    pub files: BTreeMap<String, String>,
 }
 
 impl InstanceSpec {
+    /// The spec of nothing (what a new instance is compared with).
+    pub fn empty() -> InstanceSpec {
+        InstanceSpec {
+            stemcell: String::new(),
+            cloud_properties: Value::Null,
+            networks: BTreeMap::new(),
+            env: Value::Null,
+            persistent_disk_mb: 0,
+            packages: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            job_details: BTreeMap::new(),
+        }
+    }
+
     /// The spec's digest: sha256 of its JSON.
     pub fn digest(&self) -> String {
         use sha2::Digest;
@@ -48,6 +78,8 @@ pub struct Observed {
     pub dirty: bool,
     /// What the last successful converge applied.
     pub applied: Option<InstanceSpec>,
+    /// Its jobs were stopped by `rosh stop` (the VM kept).
+    pub stopped: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +90,8 @@ pub enum Action {
     Create,
     /// New packages or job configuration on the running VM: stop, apply, start.
     Update,
+    /// Nothing to apply, but the jobs are started again (the instance was stopped).
+    Restart,
     /// Delete the VM and make a new one (persistent disk kept).
     Recreate,
     /// The instance leaves the deployment.
@@ -70,6 +104,7 @@ impl fmt::Display for Action {
             Action::NoOp => "no change",
             Action::Create => "create",
             Action::Update => "update",
+            Action::Restart => "restart",
             Action::Recreate => "recreate",
             Action::Delete => "delete",
         })
@@ -80,6 +115,12 @@ impl fmt::Display for Action {
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Reason {
     NewInstance,
+    /// A new instance of a group that already had some.
+    ScaleUp,
+    /// An instance past the group's new size.
+    ScaleDown,
+    /// Stopped by `rosh stop`; the deploy starts it again.
+    Stopped,
     VmMissing,
     Dirty,
     RecreateRequested,
@@ -88,8 +129,14 @@ pub enum Reason {
     NetworksChanged { from: BTreeMap<String, Option<String>>, to: BTreeMap<String, Option<String>> },
     EnvChanged,
     PersistentDiskChanged { from_mb: u64, to_mb: u64 },
+    /// The disk type (its cloud properties) changed.
+    PersistentDiskTypeChanged,
     PackagesChanged { names: Vec<String> },
     JobsChanged { names: Vec<String> },
+    /// The release's job changed (new job version); `files` are the rendered files that differ.
+    JobTemplatesChanged { job: String, files: Vec<String> },
+    /// The job's manifest properties changed; `files` are the rendered files that differ.
+    PropertiesChanged { job: String, files: Vec<String> },
     RemovedFromManifest,
 }
 
@@ -100,6 +147,9 @@ impl fmt::Display for Reason {
         };
         match self {
             Reason::NewInstance => f.write_str("new instance"),
+            Reason::ScaleUp => f.write_str("scale up"),
+            Reason::ScaleDown => f.write_str("scale down"),
+            Reason::Stopped => f.write_str("stopped; the deploy starts it"),
             Reason::VmMissing => f.write_str("VM missing"),
             Reason::Dirty => f.write_str("a previous run did not finish with it"),
             Reason::RecreateRequested => f.write_str("--recreate"),
@@ -108,11 +158,18 @@ impl fmt::Display for Reason {
             Reason::NetworksChanged { from, to } => write!(f, "networks {} -> {}", ips(from), ips(to)),
             Reason::EnvChanged => f.write_str("env changed"),
             Reason::PersistentDiskChanged { from_mb, to_mb } => write!(f, "persistent disk {from_mb} MB -> {to_mb} MB"),
+            Reason::PersistentDiskTypeChanged => f.write_str("persistent disk type changed"),
             Reason::PackagesChanged { names } => write!(f, "packages changed: {}", names.join(", ")),
             Reason::JobsChanged { names } => write!(f, "jobs changed: {}", names.join(", ")),
+            Reason::JobTemplatesChanged { job, files } => write!(f, "job {job} templates changed{}", file_list(files)),
+            Reason::PropertiesChanged { job, files } => write!(f, "job {job} properties changed{}", file_list(files)),
             Reason::RemovedFromManifest => f.write_str("removed from the manifest"),
         }
     }
+}
+
+fn file_list(files: &[String]) -> String {
+    if files.is_empty() { String::new() } else { format!(" ({})", files.join(", ")) }
 }
 
 /// Names whose digests differ between two maps (added, removed or changed).
@@ -121,6 +178,31 @@ fn changed_names(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>)
     names.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
     names.sort();
     names
+}
+
+/// Why jobs' rendered digests differ: per job, a new release job version or changed properties
+/// (with the rendered files that differ) where the specs carry details, else plainly "changed".
+fn job_reasons(applied: &InstanceSpec, desired: &InstanceSpec) -> Vec<Reason> {
+    let mut plain = Vec::new();
+    let mut detailed = Vec::new();
+    for name in changed_names(&applied.jobs, &desired.jobs) {
+        let (Some(old), Some(new)) = (applied.job_details.get(&name), desired.job_details.get(&name)) else {
+            plain.push(name);
+            continue;
+        };
+        let files = changed_names(&old.files, &new.files);
+        if old.fingerprint != new.fingerprint {
+            detailed.push(Reason::JobTemplatesChanged { job: name, files });
+        } else if old.properties != new.properties {
+            detailed.push(Reason::PropertiesChanged { job: name, files });
+        } else {
+            plain.push(name);
+        }
+    }
+    if !plain.is_empty() {
+        detailed.insert(0, Reason::JobsChanged { names: plain });
+    }
+    detailed
 }
 
 /// The action for an instance the manifest wants, given what is known of it (`None`: new).
@@ -165,16 +247,16 @@ pub fn decide(desired: &InstanceSpec, observed: Option<&Observed>, recreate: boo
     if !packages.is_empty() {
         update_reasons.push(Reason::PackagesChanged { names: packages });
     }
-    let jobs = changed_names(&applied.jobs, &desired.jobs);
-    if !jobs.is_empty() {
-        update_reasons.push(Reason::JobsChanged { names: jobs });
-    }
+    update_reasons.extend(job_reasons(applied, desired));
     if !recreate_reasons.is_empty() {
         recreate_reasons.extend(update_reasons);
         return (Action::Recreate, recreate_reasons);
     }
     if !update_reasons.is_empty() {
         return (Action::Update, update_reasons);
+    }
+    if observed.stopped {
+        return (Action::Restart, vec![Reason::Stopped]);
     }
     (Action::NoOp, Vec::new())
 }
@@ -193,22 +275,23 @@ mod tests {
             persistent_disk_mb: 1024,
             packages: [("kvd".to_string(), "aa".to_string())].into(),
             jobs: [("kv-server".to_string(), "j1".to_string()), ("web".to_string(), "w1".to_string())].into(),
+            job_details: BTreeMap::new(),
         }
     }
 
     fn running(applied: InstanceSpec) -> Observed {
-        Observed { has_vm: true, dirty: false, applied: Some(applied) }
+        Observed { has_vm: true, dirty: false, applied: Some(applied), stopped: false }
     }
 
     #[test]
     fn each_change_alone_picks_its_action_and_reason() {
         let base = spec();
         assert_eq!(decide(&base, None, false), (Action::Create, vec![Reason::NewInstance]));
-        let no_vm = Observed { has_vm: false, dirty: false, applied: Some(base.clone()) };
+        let no_vm = Observed { has_vm: false, dirty: false, applied: Some(base.clone()), stopped: false };
         assert_eq!(decide(&base, Some(&no_vm), false), (Action::Create, vec![Reason::VmMissing]));
         assert_eq!(decide(&base, Some(&running(base.clone())), false), (Action::NoOp, vec![]));
         assert_eq!(decide(&base, Some(&running(base.clone())), true), (Action::Recreate, vec![Reason::RecreateRequested]));
-        let dirty = Observed { has_vm: true, dirty: true, applied: Some(base.clone()) };
+        let dirty = Observed { has_vm: true, dirty: true, applied: Some(base.clone()), stopped: false };
         assert_eq!(decide(&base, Some(&dirty), false), (Action::Recreate, vec![Reason::Dirty]));
 
         let mut new = base.clone();

@@ -11,6 +11,7 @@ pub mod graph;
 mod ips;
 mod links;
 mod placement;
+pub mod reconcile;
 pub mod versions;
 
 pub use build::{DesiredInput, KnownInstance, PlanError, PlanErrorKind, build, random_id};
