@@ -353,7 +353,9 @@ pub fn import_release(
             })
             .collect(),
     };
-    match state.record_release(&record)? {
+    // rosh's `requires:` block travels with the version (the compatibility gate reads it).
+    let requires_json = manifest.requires.as_ref().map(serde_json::to_string).transpose()?;
+    match state.record_release_with_requires(&record, requires_json.as_deref())? {
         Recorded::Created { .. } => Ok(outcome),
         // Unreachable under the lock, but never report a no-op as an upload.
         Recorded::AlreadyExists => Ok(Outcome { result: "already_uploaded", ..outcome }),

@@ -19,6 +19,9 @@
 //!   and `blobstore_id` is left out.
 //! - `dev_releases/<name>/index.yml` and `dev_releases/<name>/<name>-<version>.yml` (the
 //!   release.MF); `releases/<name>/…` the same for final releases.
+//! - rosh's own addition: `config/requires.yml`, the release's declared requirements
+//!   ([`crate::compat::requires`]), copied into release.MF as `requires:`. A changed
+//!   requirement makes a new version even when no job or package changed.
 //!
 //! An artifact whose fingerprint is in the dev or final index, and whose tarball is there with
 //! the recorded digest, is reused with its recorded version; otherwise it is built and added to
@@ -60,6 +63,7 @@ use flate2::write::GzEncoder;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::compat::requires::{self, Requires};
 use crate::manifest::yaml;
 use crate::release::fingerprint::{self, Content, Kind, SourceArtifact, SourceError, hex};
 use crate::release::manifest::{
@@ -207,7 +211,8 @@ pub fn create_release(dir: &Path, options: &Options) -> Result<Created, CreateEr
 
     let dev_releases = ReleaseIndex::new(dir.join("dev_releases"), &name);
     let final_releases = ReleaseIndex::new(dir.join("releases"), &name);
-    let outcome = choose_version(options, &dev_releases, &final_releases, &jobs, &packages, &license)?;
+    let requires = read_requires(dir)?;
+    let outcome = choose_version(options, &dev_releases, &final_releases, &jobs, &packages, &license, &requires)?;
     let mut created = match outcome {
         Outcome::Unchanged { previous, manifest_path, final_release } => {
             let identity = Identity {
@@ -215,7 +220,7 @@ pub fn create_release(dir: &Path, options: &Options) -> Result<Created, CreateEr
                 uncommitted_changes: previous.uncommitted_changes,
             };
             Created {
-                manifest: compose(&previous.name, &previous.version, &identity, &jobs, &packages, &license),
+                manifest: compose(&previous.name, &previous.version, &identity, &jobs, &packages, &license, &requires),
                 manifest_path,
                 final_release,
                 new_version: false,
@@ -235,7 +240,7 @@ pub fn create_release(dir: &Path, options: &Options) -> Result<Created, CreateEr
                 commit_hash: Some(git.commit_hash.clone()),
                 uncommitted_changes: git.local_changes.is_some(),
             };
-            let manifest = compose(&name, &version, &identity, &jobs, &packages, &license);
+            let manifest = compose(&name, &version, &identity, &jobs, &packages, &license, &requires);
             let index = if options.final_release { &final_releases } else { &dev_releases };
             Created {
                 manifest_path: index.add(&manifest)?,
@@ -271,6 +276,7 @@ fn choose_version(
     jobs: &[BuiltArtifact],
     packages: &[BuiltArtifact],
     license: &Option<BuiltArtifact>,
+    requires: &Option<Requires>,
 ) -> Result<Outcome, CreateError> {
     let index = if options.final_release { final_releases } else { dev_releases };
     if let Some(version) = &options.version {
@@ -295,6 +301,7 @@ fn choose_version(
         && !options.force
         && let Some(previous) = latest_index.manifest(&version.text)?
         && same_content(&previous, jobs, packages, license)
+        && previous.requires == *requires
     {
         return Ok(Outcome::Unchanged {
             manifest_path: latest_index.manifest_path(&previous.version),
@@ -322,6 +329,19 @@ fn choose_version(
 struct Identity {
     commit_hash: Option<String>,
     uncommitted_changes: bool,
+}
+
+/// The release's declared requirements, from `config/requires.yml` when there is one; an empty
+/// document declares none.
+fn read_requires(dir: &Path) -> Result<Option<Requires>, CreateError> {
+    let path = dir.join(requires::SOURCE_PATH);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(CreateError::Io { path, source }),
+    };
+    let parsed = requires::parse(&text, requires::SOURCE_PATH)?;
+    Ok(Some(parsed).filter(|r| !r.is_empty()))
 }
 
 fn release_name_from_config(dir: &Path) -> Result<String, CreateError> {
@@ -602,6 +622,7 @@ fn compose(
     jobs: &[BuiltArtifact],
     packages: &[BuiltArtifact],
     license: &Option<BuiltArtifact>,
+    requires: &Option<Requires>,
 ) -> ReleaseManifest {
     let entry = |b: &BuiltArtifact| ReleaseArtifact {
         name: b.name.clone(),
@@ -624,6 +645,7 @@ fn compose(
             fingerprint: b.fingerprint.clone(),
             sha1: b.sha1.clone(),
         }),
+        requires: requires.clone(),
     }
 }
 

@@ -118,6 +118,10 @@ pub struct ReleaseManifest {
     pub compiled_packages: Vec<CompiledPackage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub license: Option<LicenseArtifact>,
+    /// rosh's `requires:` block (docs/compat.md): other releases, stemcells and the rosh
+    /// version this release needs. Absent from releases bosh-cli builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires: Option<crate::compat::Requires>,
 }
 
 /// The license entry of `release.MF` (no name).

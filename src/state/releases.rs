@@ -70,6 +70,12 @@ impl State {
     /// already stored under the same name and fingerprint is reused, not stored again. Returns
     /// [`Recorded::AlreadyExists`], changing nothing, when the name/version is already recorded.
     pub fn record_release(&self, release: &ReleaseRecord) -> Result<Recorded> {
+        self.record_release_with_requires(release, None)
+    }
+
+    /// As [`State::record_release`], keeping the release's `requires:` block (JSON, opaque to the
+    /// state; see [`crate::compat::requires`]) with the version, in the same transaction.
+    pub fn record_release_with_requires(&self, release: &ReleaseRecord, requires_json: Option<&str>) -> Result<Recorded> {
         self.write(|tx| {
             let release_id = match find_release(tx, &release.name)? {
                 Some(id) => id,
@@ -82,9 +88,9 @@ impl State {
                 return Ok(Recorded::AlreadyExists);
             }
             tx.execute(
-                "INSERT INTO release_versions (release_id, version, commit_hash, uncommitted_changes)
-                 VALUES (?1, ?2, ?3, ?4)",
-                (release_id, &release.version, &release.commit_hash, release.uncommitted_changes),
+                "INSERT INTO release_versions (release_id, version, commit_hash, uncommitted_changes, requires_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                (release_id, &release.version, &release.commit_hash, release.uncommitted_changes, requires_json),
             )?;
             let version_id = tx.last_insert_rowid();
             for (position, package) in release.packages.iter().enumerate() {
@@ -175,6 +181,16 @@ impl State {
                 jobs,
                 packages,
             }))
+        })
+    }
+
+    /// The `requires:` block recorded with a release version, as JSON; `None` when it declares
+    /// none (or was uploaded before rosh kept them), or when the version is not uploaded.
+    pub fn release_requires(&self, name: &str, version: &str) -> Result<Option<String>> {
+        self.read(|tx| {
+            let Some(release_id) = find_release(tx, name)? else { return Ok(None) };
+            let Some(version_id) = find_version(tx, release_id, version)? else { return Ok(None) };
+            Ok(tx.query_row("SELECT requires_json FROM release_versions WHERE id = ?1", [version_id], |r| r.get(0))?)
         })
     }
 

@@ -288,6 +288,15 @@ CREATE TABLE stemcell_cids (
 );
 "#,
     },
+    Migration {
+        version: 5,
+        description: "release requirements",
+        sql: r#"
+-- The `requires:` block of a release's release.MF as JSON (docs/compat.md); NULL when the
+-- release declares none, as every release uploaded before this migration.
+ALTER TABLE release_versions ADD COLUMN requires_json TEXT;
+"#,
+    },
 ];
 
 /// The schema version this rosh writes.
