@@ -1056,14 +1056,40 @@ impl<'a> Builder<'a> {
         links
     }
 
+    /// The group's packages: every job's packages and their dependencies, each from the job's
+    /// release, one entry per release and name. Two releases may carry a package of the same
+    /// name: as BOSH, that is refused only when jobs list both *directly* (both would be
+    /// installed under one name) and they differ; as a dependency each release compiles with
+    /// its own (cf-deployment's diego-cell: diego's and garden-runc's `golang-1.23-linux`).
     fn packages(&mut self, g: &GroupDraft<'a>) -> Vec<PackageRef> {
-        let mut by_name: BTreeMap<String, PackageRef> = BTreeMap::new();
+        let mut by_id: BTreeMap<(String, String), PackageRef> = BTreeMap::new();
+        // Name → (release, fingerprint) of the first job-listed package of that name.
+        let mut listed: BTreeMap<String, (String, String)> = BTreeMap::new();
         for job in &g.jobs {
             let Some(release) =
                 self.input.releases.iter().find(|r| r.name == job.release && r.version == job.release_version)
             else {
                 continue;
             };
+            for name in &job.packages {
+                let Some(p) = release.packages.iter().find(|p| &p.name == name) else { continue };
+                match listed.get(name) {
+                    Some((other, fingerprint)) if *other != release.name && *fingerprint != p.fingerprint => {
+                        self.error(
+                            PlanErrorKind::Package,
+                            g.label.clone(),
+                            format!(
+                                "package {name} of release {other} and package {name} of release {} differ, and jobs list both; one instance group cannot hold both",
+                                release.name
+                            ),
+                        );
+                    }
+                    Some(_) => {}
+                    None => {
+                        listed.insert(name.clone(), (release.name.clone(), p.fingerprint.clone()));
+                    }
+                }
+            }
             let mut stack: Vec<String> = job.packages.iter().rev().cloned().collect();
             let mut seen = BTreeSet::new();
             while let Some(name) = stack.pop() {
@@ -1081,7 +1107,7 @@ impl<'a> Builder<'a> {
                     );
                     continue;
                 };
-                let candidate = PackageRef {
+                by_id.entry((release.name.clone(), name.clone())).or_insert_with(|| PackageRef {
                     name: p.name.clone(),
                     release: release.name.clone(),
                     version: p.version.clone(),
@@ -1089,27 +1115,11 @@ impl<'a> Builder<'a> {
                     // A compiled-only release has no source blob; compilation is skipped for it.
                     sha256: p.blob_sha256.clone().unwrap_or_default(),
                     dependencies: p.dependencies.clone(),
-                };
-                match by_name.get(&name) {
-                    Some(existing) if existing.fingerprint != candidate.fingerprint => {
-                        self.error(
-                            PlanErrorKind::Package,
-                            g.label.clone(),
-                            format!(
-                                "package {name} of release {} and package {name} of release {} differ; one instance group cannot hold both",
-                                existing.release, candidate.release
-                            ),
-                        );
-                    }
-                    Some(_) => {}
-                    None => {
-                        by_name.insert(name.clone(), candidate);
-                    }
-                }
+                });
                 stack.extend(p.dependencies.iter().rev().cloned());
             }
         }
-        let all: Vec<PackageRef> = by_name.into_values().collect();
+        let all: Vec<PackageRef> = by_id.into_values().collect();
         match package_order(&all) {
             Ok(order) => order,
             Err(cycle) => {
@@ -1181,5 +1191,130 @@ impl<'a> Builder<'a> {
             stemcells,
             warnings: std::mem::take(&mut self.warnings),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::yaml::parse;
+    use crate::state::{JobRecord, PackageRecord};
+
+    const CLOUD: &str = "
+azs: [{name: z1}]
+vm_types: [{name: small}]
+networks:
+- name: default
+  subnets: [{range: 10.0.0.0/24, gateway: 10.0.0.1, azs: [z1]}]
+compilation: {workers: 1, az: z1, vm_type: small, network: default}
+";
+
+    /// A release whose one job lists `listed` and whose packages are `packages` (name,
+    /// fingerprint, dependencies).
+    fn release(name: &str, job: &str, listed: &[&str], packages: &[(&str, &str, &[&str])]) -> ReleaseRecord {
+        let spec = format!("name: {job}\npackages: [{}]\n", listed.join(", "));
+        let spec: JobSpec = crate::release::manifest::parse(&spec, "spec").unwrap();
+        ReleaseRecord {
+            name: name.into(),
+            version: "1".into(),
+            commit_hash: None,
+            uncommitted_changes: false,
+            jobs: vec![JobRecord {
+                name: job.into(),
+                version: "1".into(),
+                fingerprint: format!("{job}-fp"),
+                sha1: String::new(),
+                blob_sha256: format!("{job}-blob"),
+                packages: spec.packages.clone(),
+                spec_json: serde_json::to_string(&spec).unwrap(),
+            }],
+            packages: packages
+                .iter()
+                .map(|(p, fp, deps)| PackageRecord {
+                    name: p.to_string(),
+                    version: fp.to_string(),
+                    fingerprint: fp.to_string(),
+                    sha1: String::new(),
+                    blob_sha256: Some(format!("{p}-{fp}")),
+                    dependencies: deps.iter().map(|d| d.to_string()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn plan(releases: &[ReleaseRecord]) -> Result<DesiredDeployment, Vec<PlanError>> {
+        let manifest = "
+name: cell
+releases: [{name: diego, version: latest}, {name: garden-runc, version: latest}]
+stemcells: [{alias: default, os: ubuntu-jammy, version: latest}]
+update: {canaries: 1, max_in_flight: 1, canary_watch_time: 1000, update_watch_time: 1000}
+instance_groups:
+- name: diego-cell
+  azs: [z1]
+  instances: 1
+  vm_type: small
+  stemcell: default
+  networks: [{name: default}]
+  jobs: [{name: rep, release: diego}, {name: garden, release: garden-runc}]
+";
+        let manifest = Deployment::from_value(&parse(manifest, "m.yml").unwrap()).unwrap().model;
+        let cloud = CloudConfig::from_value(&parse(CLOUD, "cc.yml").unwrap()).unwrap().model;
+        let stemcell = StemcellRecord {
+            name: "bosh-ubuntu-jammy".into(),
+            version: "1".into(),
+            operating_system: "ubuntu-jammy".into(),
+            api_version: Some(3),
+            cid: None,
+            sha1: None,
+            cloud_properties_json: "{}".into(),
+            formats: vec![],
+            image_sha256: None,
+        };
+        let input = DesiredInput {
+            manifest: &manifest,
+            cloud_config: &cloud,
+            runtime_configs: &[],
+            releases,
+            stemcells: &[stemcell],
+            known: &[],
+            reserved_elsewhere: &BTreeSet::new(),
+            new_id: &|| "id".to_string(),
+        };
+        build(&input)
+    }
+
+    #[test]
+    fn two_releases_may_each_compile_with_their_own_package_of_one_name() {
+        let d = plan(&[
+            release("diego", "rep", &["rep"], &[("rep", "r1", &["golang"]), ("golang", "go-diego", &[])]),
+            release("garden-runc", "garden", &["guardian"], &[("guardian", "g1", &["golang"]), ("golang", "go-garden", &[])]),
+        ])
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let ids: Vec<String> =
+            d.groups[0].packages.iter().map(|p| format!("{}/{}@{}", p.release, p.name, p.fingerprint)).collect();
+        assert_eq!(ids, ["diego/golang@go-diego", "garden-runc/golang@go-garden", "garden-runc/guardian@g1", "diego/rep@r1"]);
+    }
+
+    #[test]
+    fn two_differing_packages_of_one_name_that_jobs_list_are_refused() {
+        let errors = plan(&[
+            release("diego", "rep", &["rep", "golang"], &[("rep", "r1", &[]), ("golang", "go-diego", &[])]),
+            release("garden-runc", "garden", &["golang"], &[("golang", "go-garden", &[])]),
+        ])
+        .unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].kind, PlanErrorKind::Package);
+        assert_eq!(
+            errors[0].to_string(),
+            "instance_groups[0] (diego-cell): package golang of release diego and package golang of release \
+             garden-runc differ, and jobs list both; one instance group cannot hold both"
+        );
+        // The same package (one fingerprint) listed by both is one package to hold.
+        let d = plan(&[
+            release("diego", "rep", &["golang"], &[("golang", "go", &[])]),
+            release("garden-runc", "garden", &["golang"], &[("golang", "go", &[])]),
+        ])
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(d.groups[0].packages.len(), 2, "one per release; compilation keys them by fingerprint");
     }
 }

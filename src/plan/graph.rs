@@ -48,27 +48,32 @@ pub struct OrderError {
     pub provider_job: String,
 }
 
-/// Orders packages so that each comes after its dependencies (ties: by name). Dependencies
-/// that are not among `packages` are ignored here; whether they exist is the caller's check.
+/// Orders packages so that each comes after its dependencies (ties: by name, then release).
+/// A package's dependencies are packages of its own release: two releases may each carry a
+/// package of one name (cf-deployment's diego-cell holds diego's `golang-1.23-linux` and
+/// garden-runc's, which differ), and each is a node of its own. Dependencies that are not among
+/// `packages` are ignored here; whether they exist is the caller's check.
 pub fn package_order(packages: &[PackageRef]) -> Result<Vec<PackageRef>, CycleError> {
     let mut graph: DiGraph<&str, ()> = DiGraph::new();
-    let mut nodes: HashMap<&str, NodeIndex> = HashMap::new();
+    let mut nodes: HashMap<(&str, &str), NodeIndex> = HashMap::new();
+    let mut by_node: HashMap<NodeIndex, &PackageRef> = HashMap::new();
     for p in packages {
-        nodes.entry(p.name.as_str()).or_insert_with(|| graph.add_node(p.name.as_str()));
+        let n = *nodes.entry((p.release.as_str(), p.name.as_str())).or_insert_with(|| graph.add_node(p.name.as_str()));
+        by_node.entry(n).or_insert(p);
     }
     // Edges point from a package to what it depends on: a cycle then reads in the direction
     // an operator says it ("a needs b needs c needs a").
     for p in packages {
+        let from = nodes[&(p.release.as_str(), p.name.as_str())];
         for dep in &p.dependencies {
-            if let Some(&to) = nodes.get(dep.as_str()) {
-                graph.update_edge(nodes[p.name.as_str()], to, ());
+            if let Some(&to) = nodes.get(&(p.release.as_str(), dep.as_str())) {
+                graph.update_edge(from, to, ());
             }
         }
     }
-    let order =
-        stable_toposort(&graph, |n| graph[n].to_string()).map_err(|cycle| CycleError { what: "package", cycle })?;
-    let by_name: HashMap<&str, &PackageRef> = packages.iter().map(|p| (p.name.as_str(), p)).collect();
-    Ok(order.into_iter().map(|n| by_name[graph[n]].clone()).collect())
+    let order = stable_toposort(&graph, |n| (graph[n].to_string(), by_node[&n].release.clone()))
+        .map_err(|cycle| CycleError { what: "package", cycle })?;
+    Ok(order.into_iter().map(|n| by_node[&n].clone()).collect())
 }
 
 /// Nodes with every edge target before its source (targets are dependencies), picking the
@@ -296,6 +301,10 @@ mod tests {
         }
     }
 
+    fn in_release(release: &str, name: &str, deps: &[&str]) -> PackageRef {
+        PackageRef { release: release.into(), fingerprint: format!("fp-{release}-{name}"), ..pkg(name, deps) }
+    }
+
     fn names(p: &[PackageRef]) -> Vec<&str> {
         p.iter().map(|p| p.name.as_str()).collect()
     }
@@ -318,5 +327,36 @@ mod tests {
         assert_eq!(err.to_string(), "package a → b → c → a");
         let err = package_order(&[pkg("self", &["self"])]).unwrap_err();
         assert_eq!(err.to_string(), "package self → self");
+    }
+
+    #[test]
+    fn same_named_packages_of_two_releases_are_two_nodes_each_after_its_own_dependencies() {
+        // As diego and garden-runc on cf-deployment's diego-cell: each release vendors its own
+        // golang-1.23-linux, and each release's packages build with their own.
+        let order = package_order(&[
+            in_release("diego", "rep", &["golang-1.23-linux"]),
+            in_release("garden-runc", "guardian", &["golang-1.23-linux", "libseccomp"]),
+            in_release("diego", "golang-1.23-linux", &[]),
+            in_release("garden-runc", "golang-1.23-linux", &["bootstrap"]),
+            in_release("garden-runc", "bootstrap", &[]),
+            in_release("garden-runc", "libseccomp", &[]),
+        ])
+        .unwrap();
+        let ids: Vec<String> = order.iter().map(|p| format!("{}/{}", p.release, p.name)).collect();
+        assert_eq!(
+            ids,
+            [
+                "garden-runc/bootstrap",
+                "diego/golang-1.23-linux",
+                "garden-runc/golang-1.23-linux",
+                "garden-runc/libseccomp",
+                "garden-runc/guardian",
+                "diego/rep",
+            ]
+        );
+        // A dependency never resolves to the other release's package of that name.
+        let err = package_order(&[in_release("a", "x", &["y"]), in_release("a", "y", &["x"]), in_release("b", "x", &[])])
+            .unwrap_err();
+        assert_eq!(err.to_string(), "package x → y → x");
     }
 }
