@@ -543,3 +543,50 @@ impl Rng {
         lo + (hi - lo) * (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
+
+/// The CF + Diego sample (`releases/cf-lite`, `releases/diego-lite`, `manifests/cf-lite.yml`).
+impl Director {
+    /// A fresh director on `127.<octet>.0.0/16` with the stemcell, the cloud config and the given
+    /// sample releases (copied out of the work tree) uploaded.
+    pub fn with_releases(octet: u8, releases: &[&str]) -> Director {
+        let director = Director::bare(octet);
+        for name in releases {
+            let source = director.copy_release(name);
+            director.upload_release(&source);
+        }
+        director
+    }
+
+    /// `manifests/cf-lite.yml` on this director's range, as a YAML value to change.
+    pub fn cf_lite(&self) -> Manifest {
+        let text = self.on_my_range(&fs::read_to_string(repo().join("manifests/cf-lite.yml")).unwrap());
+        Manifest(serde_yaml_ng::from_str(&text).unwrap())
+    }
+}
+
+/// One HTTP/1.0 request to `ip:port` with optional basic auth and body: status and body.
+pub fn http_request(
+    ip: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    basic_auth: Option<(&str, &str)>,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    use base64::Engine as _;
+    let mut stream = TcpStream::connect_timeout(&format!("{ip}:{port}").parse().unwrap(), Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {ip}\r\nContent-Length: {}\r\n", body.len());
+    if let Some((user, password)) = basic_auth {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        head.push_str(&format!("Authorization: Basic {token}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}

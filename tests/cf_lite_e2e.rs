@@ -1,0 +1,211 @@
+//! The CF + Diego sample end to end: the real `rosh` binary deploys `manifests/cf-lite.yml`
+//! (releases `cf-lite` and `diego-lite`, two teams' releases) on the local CPI, as the README's
+//! main command does, and the test looks at what an operator would see.
+//!
+//! - Both releases build with `create-release` and the manifest validates against the local
+//!   cloud config, with and without the ops files; the release programs are valid Python.
+//! - The first deploy creates every instance group in cf-deployment's order, every process
+//!   runs, and the API answers over HTTPS with the generated certificate.
+//! - `run-errand smoke-tests` pushes an app with 2 instances through the API and both
+//!   instances answer through every router.
+//! - Deploying the same manifest again touches nothing and compiles nothing.
+//! - A key written into the database survives `deploy --recreate` (every VM replaced; the
+//!   database's persistent disk is reattached), and the platform passes its smoke test again.
+//!
+//! Figures (first deploy with compilation, no-op deploy, smoke test, recreate) are printed; run
+//! with `--nocapture` to see them. The director has its own state dir and `127.190.0.0/16`.
+
+mod common;
+mod deploy_support;
+
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use deploy_support::{Director, Summary, http_request, ip_of, repo};
+
+const DEPLOYMENT: &str = "cf-lite";
+
+/// Instances the deploy creates (the errand's VM is made only by run-errand): nats, database,
+/// diego-api, api, 2 routers and 2 cells.
+const INSTANCES: usize = 8;
+
+/// Packages of both releases: cf-python, cflib, nats, database, cloud_controller, router,
+/// smoke-tests (cf-lite), diego-python, bbs, rep (diego-lite).
+const PACKAGES: usize = 10;
+
+fn summary(created: usize, recreated: usize, unchanged: usize, compiled: usize, cached: usize) -> Summary {
+    Summary { created, updated: 0, recreated, deleted: 0, unchanged, packages_compiled: compiled, packages_cached: cached }
+}
+
+/// `run-errand smoke-tests`, which must pass; answers its output and how long it took.
+fn smoke_test(d: &Director, context: &str) -> (String, Duration) {
+    let started = Instant::now();
+    let out = d.rosh(&["-d", DEPLOYMENT, "run-errand", "smoke-tests"]);
+    let elapsed = started.elapsed();
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{context}: smoke tests failed:\n{shown}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(shown.contains("job smoke-tests: exit code 0"), "{context}:\n{shown}");
+    assert!(shown.contains("certificate verified against the CA"), "{context}: the API must be HTTPS:\n{shown}");
+    // Both instances answered through each of the two routers.
+    assert_eq!(shown.matches("ok    all 2 instances answered").count(), 2, "{context}:\n{shown}");
+    (shown, elapsed)
+}
+
+/// The generated value of variable `name` of the deployment, from the director's state.
+fn variable(d: &Director, name: &str) -> String {
+    let values = d.state().variables(DEPLOYMENT).expect("read variables");
+    values.get(name).and_then(|v| v.as_str()).unwrap_or_else(|| panic!("no generated {name}")).to_string()
+}
+
+#[test]
+fn both_releases_build_and_the_manifest_validates_with_its_ops_files() {
+    let d = Director::bare(191);
+    for name in ["cf-lite", "diego-lite"] {
+        let source = d.copy_release(name);
+        let first = d.ok(&["create-release", source.to_str().unwrap(), "--json"]);
+        let again = d.ok(&["create-release", source.to_str().unwrap(), "--json"]);
+        let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+        let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+        assert_eq!(first["version"], "0+dev.1", "{name}");
+        assert_eq!(again["new_version"], false, "{name}: an unchanged tree makes no new version");
+        for kind in ["jobs", "packages"] {
+            let fingerprints = |v: &serde_json::Value| -> Vec<String> {
+                v[kind].as_array().unwrap().iter().map(|a| a["fingerprint"].as_str().unwrap().to_string()).collect()
+            };
+            assert_eq!(fingerprints(&first), fingerprints(&again), "{name}: the same {kind}");
+        }
+        assert!(source.join("config/requires.yml").is_file(), "{name} declares the versions it needs of the other");
+        // Every program is valid Python 3 (the stemcell's python compiles it).
+        for entry in fs::read_dir(source.join("src")).unwrap() {
+            for file in fs::read_dir(entry.unwrap().path()).unwrap() {
+                let file = file.unwrap().path();
+                let out = Command::new("python3")
+                    .args(["-c", "import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])"])
+                    .arg(&file)
+                    .output()
+                    .expect("run python3");
+                assert!(out.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+            }
+        }
+    }
+    let manifest = repo().join("manifests/cf-lite.yml");
+    let cloud = repo().join("manifests/cloud-config-local.yml");
+    let ops = |name: &str| repo().join("manifests/operations").join(name).to_str().unwrap().to_string();
+    d.ok(&["validate", manifest.to_str().unwrap(), "--cloud-config", cloud.to_str().unwrap()]);
+    let store = d.path("vars.yml");
+    let one_az = ops("scale-to-one-az.yml");
+    let cells = ops("scale-cells.yml");
+    let out = d.ok(&[
+        "int",
+        manifest.to_str().unwrap(),
+        "-o",
+        &one_az,
+        "-o",
+        &cells,
+        "-v",
+        "cell_instances=3",
+        "--vars-store",
+        store.to_str().unwrap(),
+        "--json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let groups = doc["instance_groups"].as_array().unwrap();
+    let names: Vec<&str> = groups.iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["nats", "database", "diego-api", "api", "router", "diego-cell", "smoke-tests"]);
+    let cell = &groups[5];
+    assert_eq!(cell["instances"], 3);
+    assert_eq!(cell["update"]["canaries"], 1);
+    assert_eq!(cell["update"]["max_in_flight"], 1);
+    for group in groups {
+        assert_eq!(group["azs"], serde_json::json!(["z1"]), "{}", group["name"]);
+    }
+    // The API's certificate is signed by the generated CA and names the API's static IP.
+    let tls = &doc["instance_groups"][3]["jobs"][0]["properties"]["cc"]["tls"];
+    assert!(tls["certificate"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
+    assert!(tls["private_key"].as_str().unwrap().contains("PRIVATE KEY"));
+    assert_ne!(tls["ca"], tls["certificate"], "the certificate is not self-signed");
+    let stored = fs::read_to_string(&store).unwrap();
+    for name in ["nats_password", "database_password", "cc_admin_password", "cf_lite_ca", "cc_tls"] {
+        assert!(stored.contains(&format!("{name}:")), "{name} is generated into the vars store");
+    }
+}
+
+#[test]
+fn cf_lite_deploys_in_one_shot_passes_its_smoke_test_and_keeps_the_database_across_recreation() {
+    let setup = Instant::now();
+    let d = Director::with_releases(190, &["cf-lite", "diego-lite"]);
+    let setup = setup.elapsed();
+    let manifest = d.cf_lite();
+
+    // 1. The first deploy: everything compiles and every group comes up in order.
+    let started = Instant::now();
+    let first = d.deploy(DEPLOYMENT, &manifest, "cf-lite.yml", &[]);
+    let first_deploy = started.elapsed();
+    assert_eq!(first.expect_ok(), summary(INSTANCES, 0, 0, PACKAGES, 0));
+    // The groups' update stages, in the order the deploy ran them.
+    let expected = ["nats", "database", "diego-api", "api", "router", "diego-cell"];
+    let order: Vec<String> = first
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| Some(e["stage"].as_str()?.strip_prefix("Updating instance group ")?.to_string()))
+        .collect();
+    assert_eq!(order, expected, "groups update in the manifest's order:\n{}", first.stdout);
+    let instances = d.instances(DEPLOYMENT);
+    assert_eq!(instances.len(), INSTANCES, "no record for the errand before it runs");
+    for record in &instances {
+        assert!(!record.dirty, "{} is dirty after a successful deploy", record.label());
+        d.assert_running(record);
+    }
+    let api = d.group(DEPLOYMENT, "api");
+    assert_eq!(ip_of(&api[0]), d.ip(0, 21), "the API has its static IP (its certificate names it)");
+    d.assert_no_orphans(&[DEPLOYMENT], "after the first deploy");
+
+    // 2. The smoke test: an app with 2 instances answers through both routers.
+    let (shown, first_smoke) = smoke_test(&d, "after the first deploy");
+    println!("{shown}");
+
+    // 3. The same manifest again: nothing to do.
+    let started = Instant::now();
+    let again = d.deploy(DEPLOYMENT, &manifest, "cf-lite.yml", &[]);
+    let noop_deploy = started.elapsed();
+    assert_eq!(again.expect_ok(), summary(0, 0, INSTANCES, 0, PACKAGES));
+
+    // 4. Data in the database survives recreation of its VM (and of every other VM).
+    let db = d.group(DEPLOYMENT, "database").remove(0);
+    let db_ip = ip_of(&db);
+    let password = variable(&d, "database_password");
+    let auth = Some(("admin", password.as_str()));
+    let (status, _) = http_request(&db_ip, 5524, "PUT", "/v1/keys/drill", auth, b"written before --recreate").unwrap();
+    assert_eq!(status, 204, "PUT into the database");
+    let (status, _) = http_request(&db_ip, 5524, "GET", "/v1/keys/drill", Some(("admin", "wrong")), b"").unwrap();
+    assert_eq!(status, 401, "the database refuses a wrong password");
+    let old_vm = db.vm.as_ref().unwrap().cid.clone();
+
+    let started = Instant::now();
+    let recreated = d.deploy(DEPLOYMENT, &manifest, "cf-lite.yml", &["--recreate"]);
+    let recreate_deploy = started.elapsed();
+    assert_eq!(recreated.expect_ok(), summary(0, INSTANCES, 0, 0, PACKAGES));
+    let db = d.group(DEPLOYMENT, "database").remove(0);
+    assert_ne!(db.vm.as_ref().unwrap().cid, old_vm, "the database got a new VM");
+    let db_ip = ip_of(&db);
+    let (status, body) = http_request(&db_ip, 5524, "GET", "/v1/keys/drill", auth, b"").unwrap();
+    assert_eq!((status, body.as_str()), (200, "written before --recreate"), "the key survived");
+    for record in d.instances(DEPLOYMENT).iter().filter(|r| r.group != "smoke-tests") {
+        d.assert_running(record);
+    }
+    let (_, second_smoke) = smoke_test(&d, "after deploy --recreate");
+    d.assert_no_orphans(&[DEPLOYMENT], "after the recreate and the smoke tests");
+
+    println!(
+        "cf-lite figures: setup (stemcell + 2 releases) {:.1}s; first deploy (compile included) {:.1}s; \
+         no-op deploy {:.2}s; smoke test {:.1}s; deploy --recreate {:.1}s; smoke test after it {:.1}s",
+        setup.as_secs_f64(),
+        first_deploy.as_secs_f64(),
+        noop_deploy.as_secs_f64(),
+        first_smoke.as_secs_f64(),
+        recreate_deploy.as_secs_f64(),
+        second_smoke.as_secs_f64(),
+    );
+}
