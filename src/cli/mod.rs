@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 pub mod agent;
 pub mod artifacts;
+pub mod compat;
 pub mod configs;
 pub mod cpi;
 pub mod deploy;
@@ -71,6 +72,9 @@ pub enum Command {
     /// The VM side: agent verbs, the process supervisor, the local VM's SSH server.
     #[command(hide = true)]
     Agent(agent::AgentArgs),
+    /// Check that a manifest's releases, stemcells and CPIs are known to work together.
+    #[command(subcommand_required = true)]
+    Compat(compat::CompatArgs),
     /// Deploy a manifest: compile what is missing, create and converge VMs (`rosh -d NAME deploy M`).
     Deploy(deploy::DeployArgs),
     /// Run an errand of the deployed manifest (`rosh -d NAME run-errand smoke-tests`).
@@ -141,6 +145,7 @@ pub fn main() -> ExitCode {
         Command::DeleteStemcell(args) => artifacts::delete_stemcell(args),
         Command::Agent(args) => agent::run(args),
         Command::Cpi(args) => cpi::run(args),
+        Command::Compat(args) => compat::run(cli.deployment, args),
         Command::Deploy(args) => deploy::run(cli.deployment, args),
         Command::RunErrand(args) => errand::run(cli.deployment, args),
         Command::Deployments(args) => ops_show::deployments(args),
