@@ -18,6 +18,7 @@ use anyhow::{Context, anyhow, bail};
 use rosh_cpi::{Cid, Cpi, CreateStemcell, NetworkSettings};
 
 use super::interpolate::{VarFlags, render_with_store};
+use super::plan::PlanFlags;
 use super::progress;
 use crate::blobstore::{Blobstore, LocalBlobstore};
 use crate::compile::{self, Target, Workers};
@@ -39,12 +40,14 @@ pub struct DeployArgs {
     pub manifest: PathBuf,
     #[command(flatten)]
     pub flags: VarFlags,
-    /// Use this cloud config instead of the stored one.
+    #[command(flatten)]
+    pub plan_flags: PlanFlags,
+    /// Print what the deploy would do (as `rosh plan`) and change nothing.
+    #[arg(long, conflicts_with = "plan")]
+    pub dry_run: bool,
+    /// Apply this saved plan (`rosh plan --out FILE`), refused if anything changed since.
     #[arg(long, value_name = "PATH")]
-    pub cloud_config: Option<PathBuf>,
-    /// Recreate every VM, even unchanged ones.
-    #[arg(long)]
-    pub recreate: bool,
+    pub plan: Option<PathBuf>,
     /// Override every group's canaries.
     #[arg(long, value_name = "N")]
     pub canaries: Option<u64>,
@@ -54,9 +57,6 @@ pub struct DeployArgs {
     /// Do not run drain scripts.
     #[arg(long)]
     pub skip_drain: bool,
-    /// Deploy even when a group updates before the group providing a link it requires.
-    #[arg(long)]
-    pub allow_unordered_links: bool,
     /// No confirmation (rosh does not ask; accepted for bosh compatibility).
     #[arg(short = 'n', long = "non-interactive")]
     pub non_interactive: bool,
@@ -117,6 +117,21 @@ impl Director {
 
 pub fn run(deployment: Option<String>, args: DeployArgs) -> anyhow::Result<ExitCode> {
     let director = Director::open()?;
+    if args.dry_run {
+        let planned = super::plan::make_plan(&director, deployment.as_deref(), &args.manifest, &args.flags, &args.plan_flags)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&planned.plan)?);
+        } else {
+            print!("{}", planned.plan.render(std::io::IsTerminal::is_terminal(&std::io::stdout())));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // A saved plan is checked before anything is read for real (reading the manifest keeps
+    // the variables it generates, which moves the state serial).
+    let expect = match &args.plan {
+        Some(path) => Some(check_saved_plan(&director, deployment.as_deref(), path, &args)?),
+        None => None,
+    };
     let reporter = progress::reporter(args.json);
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -133,7 +148,7 @@ pub fn run(deployment: Option<String>, args: DeployArgs) -> anyhow::Result<ExitC
             std::process::exit(130);
         }
     });
-    let result = runtime.block_on(deploy(&director, deployment.as_deref(), &args, reporter.as_ref(), cancel.clone()));
+    let result = runtime.block_on(deploy(&director, deployment.as_deref(), &args, expect, reporter.as_ref(), cancel.clone()));
     let report = match result {
         Ok(report) => report,
         Err(e) if cancel.load(Ordering::SeqCst) => {
@@ -297,21 +312,44 @@ async fn deploy(
     director: &Director,
     deployment: Option<&str>,
     args: &DeployArgs,
+    expect: Option<Vec<crate::plan::reconcile::Shape>>,
     reporter: &dyn Reporter,
     cancel: Arc<AtomicBool>,
 ) -> anyhow::Result<crate::converge::deploy::DeployReport> {
     let (doc, manifest) = read_manifest(director, &args.manifest, &args.flags, deployment)?;
-    let (cloud, cloud_id) = cloud_config(director, args.cloud_config.as_deref())?;
+    let (cloud, cloud_id) = cloud_config(director, args.plan_flags.cloud_config.as_deref())?;
     let (runtimes, runtime_ids) = runtime_configs(director)?;
     let inputs = Inputs { doc, manifest, cloud, cloud_id, runtimes, runtime_ids };
     let options = DeployOptions {
-        recreate: args.recreate,
+        recreate: args.plan_flags.recreate,
         canaries: args.canaries,
         max_in_flight: args.max_in_flight,
         skip_drain: args.skip_drain,
         only: None,
+        expect,
     };
-    converge(director, &inputs, options, args.allow_unordered_links, reporter, cancel).await
+    converge(director, &inputs, options, args.plan_flags.allow_unordered_links, reporter, cancel).await
+}
+
+/// Refuses a saved plan made from anything other than what the deploy would read now (state,
+/// manifest and its inputs, configs, releases, stemcells), or promising other changes than a
+/// deploy would make now; answers what it promises.
+fn check_saved_plan(director: &Director, deployment: Option<&str>, path: &std::path::Path, args: &DeployArgs) -> anyhow::Result<Vec<crate::plan::reconcile::Shape>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the plan {}", path.display()))?;
+    let saved: crate::plan::rollout::Plan = serde_json::from_str(&text).with_context(|| format!("{}: not a rosh plan file", path.display()))?;
+    if saved.format != crate::plan::rollout::FORMAT {
+        bail!("{}: plan format {} is not the format {} this rosh reads", path.display(), saved.format, crate::plan::rollout::FORMAT);
+    }
+    let now = super::plan::make_plan(director, deployment, &args.manifest, &args.flags, &args.plan_flags)?;
+    let changes = saved.made_from.changes_since(&now.plan.made_from);
+    if !changes.is_empty() {
+        bail!("{} is stale, refusing to apply it:\n  {}\nmake a new plan with `rosh plan`", path.display(), changes.join("\n  "));
+    }
+    let promised = crate::plan::reconcile::shape_of(&saved.instances);
+    if promised != crate::plan::reconcile::shape_of(&now.plan.instances) {
+        bail!("{} no longer matches what a deploy would do; make a new plan with `rosh plan`", path.display());
+    }
+    Ok(promised)
 }
 
 /// Everything a deploy is made from: the manifest (as deployed, variables resolved) and the

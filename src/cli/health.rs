@@ -112,6 +112,7 @@ impl Recreator for ConvergeRecreator<'_> {
             max_in_flight: self.max_in_flight,
             skip_drain: self.skip_drain,
             only: Some(uuids.clone()),
+            ..DeployOptions::default()
         };
         redeploy_recorded(self.director, deployment, options, self.reporter, self.cancel.clone()).await?;
         Ok(())
@@ -356,7 +357,35 @@ pub struct RecoverStateArgs {
     pub json: bool,
 }
 
-pub fn recover_state(deployment: Option<String>, _args: RecoverStateArgs) -> anyhow::Result<ExitCode> {
-    let _name = require_deployment(deployment, "recover-state")?;
-    bail!("recover-state is not built yet")
+/// `recover-state`: rebuilds the deployment's records from the CPIs' tagged VMs and their
+/// agents (see [`crate::health::recover`] for what can and cannot be recovered).
+pub fn recover_state(deployment: Option<String>, args: RecoverStateArgs) -> anyhow::Result<ExitCode> {
+    let name = require_deployment(deployment, "recover-state")?;
+    let director = Director::open()?;
+    let config = director.cpi_config()?;
+    let env = crate::converge::cpis::CpiEnv::new(&director.state_dir)?;
+    let mut locals = BTreeMap::new();
+    for def in config.cpis.iter().filter(|d| matches!(d.kind, crate::manifest::model::cpi_config::CpiKind::Local)) {
+        locals.insert(def.name.clone(), crate::converge::cpis::open_local(def, &env)?);
+    }
+    let cpis = director.cpis()?;
+    let key = DirectorKey::load_or_create(&director.state_dir)?;
+    let _lock = director.state.lock(&format!("deployment:{name}"), Some(Duration::from_secs(5)))?;
+    let recovered = runtime()?.block_on(crate::health::recover::recover(&director.state, &cpis, &locals, &key, &name))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&recovered)?);
+    } else {
+        for (label, answered) in &recovered.instances {
+            println!("  {label}: recovered{}", if *answered { "" } else { " (agent did not answer: marked dirty, the next deploy replaces its VM)" });
+        }
+        for (what, why) in &recovered.skipped {
+            println!("  {what}: not recovered: {why}");
+        }
+        println!(
+            "\nRecovered {} instance(s) and {} disk(s) of deployment {name}. The deployed manifest is not kept in the cloud: deploy it again (unchanged instances are left alone) before `recreate` or `watch`.",
+            recovered.instances.len(),
+            recovered.disks
+        );
+    }
+    Ok(if recovered.instances.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -26,6 +26,7 @@ pub mod ops;
 pub mod ops_lifecycle;
 pub mod ops_show;
 pub mod ops_ssh;
+pub mod plan;
 pub mod upload;
 pub mod validate;
 
@@ -77,6 +78,8 @@ pub enum Command {
     Compat(compat::CompatArgs),
     /// Deploy a manifest: compile what is missing, create and converge VMs (`rosh -d NAME deploy M`).
     Deploy(deploy::DeployArgs),
+    /// What a deploy of a manifest would do and why, with nothing changed (`rosh -d NAME plan M`).
+    Plan(plan::PlanArgs),
     /// Run an errand of the deployed manifest (`rosh -d NAME run-errand smoke-tests`).
     RunErrand(errand::RunErrandArgs),
     /// List deployments: releases, stemcells, instance count, last deployed.
@@ -147,6 +150,7 @@ pub fn main() -> ExitCode {
         Command::Cpi(args) => cpi::run(args),
         Command::Compat(args) => compat::run(cli.deployment, args),
         Command::Deploy(args) => deploy::run(cli.deployment, args),
+        Command::Plan(args) => plan::run(cli.deployment, args),
         Command::RunErrand(args) => errand::run(cli.deployment, args),
         Command::Deployments(args) => ops_show::deployments(args),
         Command::Instances(args) => ops_show::instances(cli.deployment, args),

@@ -77,6 +77,28 @@ pub fn dependency_key(package: &PackageRef, all: &BTreeMap<String, PackageRef>) 
     Ok(seen.into_iter().collect::<Vec<_>>().join(","))
 }
 
+/// What the compiled-package cache holds for each of `packages` (a group's closure) on a
+/// stemcell of `os`/`version`: its record, or `None` where it would be compiled. Reads only.
+pub fn cached(state: &State, packages: &[PackageRef], os: &str, version: &str) -> anyhow::Result<Vec<(PackageRef, Option<CompiledPackageRecord>)>> {
+    let mut by_release: BTreeMap<&str, BTreeMap<String, PackageRef>> = BTreeMap::new();
+    for p in packages {
+        by_release.entry(p.release.as_str()).or_default().insert(p.name.clone(), p.clone());
+    }
+    packages
+        .iter()
+        .map(|p| {
+            let key = CompiledKey {
+                name: p.name.clone(),
+                fingerprint: p.fingerprint.clone(),
+                os: os.to_string(),
+                stemcell_version: version.to_string(),
+                dependency_key: dependency_key(p, &by_release[p.release.as_str()])?,
+            };
+            Ok((p.clone(), state.compiled_package(&key)?))
+        })
+        .collect()
+}
+
 /// One package to have compiled for one target.
 #[derive(Debug, Clone)]
 struct Node {

@@ -34,7 +34,7 @@ use crate::converge::report::Reporter;
 use crate::converge::vm::{self, Reach};
 use crate::converge::spec::SpecRenderer;
 use crate::plan::changes::{Action, InstanceSpec, Reason};
-use crate::plan::reconcile::{DiskChange, Known, KnownDisk, Options as ReconcileOptions, reconcile};
+use crate::plan::reconcile::{DiskChange, Known, KnownDisk, Options as ReconcileOptions, Shape, reconcile};
 use crate::plan::desired::{DesiredDeployment, DesiredGroup, DesiredInstance, GroupLifecycle};
 use crate::ssh::agent_client::AgentClient;
 use crate::state::{CompiledPackageRecord, DiskRecord, InstanceRecord, InstanceState, State, VmRef};
@@ -64,6 +64,9 @@ pub struct DeployOptions {
     /// Act on these instance uuids only (recreate, repair); every other instance is left
     /// exactly as it is.
     pub only: Option<std::collections::BTreeSet<String>>,
+    /// A saved plan's promise (`deploy --plan`): the deploy stops before touching anything
+    /// when its own decisions differ.
+    pub expect: Option<Vec<Shape>>,
 }
 
 impl DeployOptions {
@@ -171,6 +174,19 @@ impl<'a> Deployer<'a> {
             let rendered = self.renderer.render(desired, group, instance, compiled_digests(compiled, &group.name), &endpoint.root)?;
             anyhow::Ok(Some(rendered.spec))
         })?;
+        if let Some(expected) = &self.options.expect {
+            let now = reconciled.shape();
+            if &now != expected {
+                let show = |shapes: &[Shape]| {
+                    shapes.iter().map(|(g, i, a, _, _)| format!("{g}/{i} {a}")).collect::<Vec<_>>().join(", ")
+                };
+                bail!(
+                    "the deployment changed since the plan was made, refusing to apply it: the plan said [{}], a deploy now would do [{}]; make a new plan",
+                    show(expected),
+                    show(&now)
+                );
+            }
+        }
         let mut work: Vec<Work> = Vec::new();
         for group in desired.groups.iter().filter(|g| g.lifecycle == GroupLifecycle::Service) {
             for instance in &group.instances {
@@ -576,7 +592,7 @@ impl<'a> Deployer<'a> {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .chain([("index".to_string(), w.instance.index.to_string())])
+        .chain([("index".to_string(), w.instance.index.to_string()), ("az".to_string(), w.instance.az.clone().unwrap_or_default()), ("bootstrap".to_string(), w.instance.bootstrap.to_string()), ("stemcell".to_string(), format!("{}/{}", w.group.stemcell.name, w.group.stemcell.version))])
         .collect();
         cpi.set_vm_metadata(SetVmMetadata { vm_cid: created.vm_cid.clone(), metadata }).await?;
         let agent = self.reach.agent(&endpoint).await?;

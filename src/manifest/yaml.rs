@@ -95,6 +95,11 @@ pub fn to_string(value: &Value) -> String {
     }
 }
 
+/// A JSON value as YAML (numbers, strings, maps and lists as they are).
+pub fn from_json(value: &serde_json::Value) -> Value {
+    serde_yaml_ng::to_value(value).unwrap_or(Value::Null)
+}
+
 /// Renders a document as JSON (mapping keys become strings).
 pub fn to_json(value: &Value) -> serde_json::Value {
     match value {

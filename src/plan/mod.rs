@@ -7,11 +7,13 @@ mod addons;
 pub mod build;
 pub mod changes;
 pub mod desired;
+pub mod diff;
 pub mod graph;
 mod ips;
 mod links;
 mod placement;
 pub mod reconcile;
+pub mod rollout;
 pub mod versions;
 
 pub use build::{DesiredInput, KnownInstance, PlanError, PlanErrorKind, build, random_id};

@@ -109,6 +109,24 @@ impl Reconciled {
     pub fn get(&self, uuid: &str) -> Option<&InstancePlan> {
         self.all().find(|p| p.id == uuid)
     }
+
+    /// What a saved plan promises, comparable with a later reconciliation: every instance's
+    /// group, index, action, reasons and disk change (a new instance's uuid is drawn afresh on
+    /// each run, so it is left out).
+    pub fn shape(&self) -> Vec<Shape> {
+        shape_of(self.all())
+    }
+}
+
+/// One instance's promised change (see [`Reconciled::shape`]).
+pub type Shape = (String, u64, Action, Vec<Reason>, Option<DiskChange>);
+
+/// The shape of a list of instance plans.
+pub fn shape_of<'a>(plans: impl IntoIterator<Item = &'a InstancePlan>) -> Vec<Shape> {
+    let mut out: Vec<Shape> =
+        plans.into_iter().map(|p| (p.group.clone(), p.index, p.action, p.reasons.clone(), p.disk.clone())).collect();
+    out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    out
 }
 
 /// Decides every instance of `desired` (service groups; errands run on demand) against
