@@ -111,6 +111,8 @@ def make_handler(config, api):
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "cf-lite-cloud-controller/" + VERSION
+        # A client that stalls (in the TLS handshake too) gives up its thread after this.
+        timeout = 30
 
         def log_message(self, fmt, *args):
             pass

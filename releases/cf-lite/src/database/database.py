@@ -2,7 +2,7 @@
 """database: cf-lite's key-value store over HTTP. Usage: database.py CONFIG.json
 
 CONFIG.json (rendered by the database job):
-  {"bind": ADDRESS, "port": N, "user": U, "password": P, "store": DIR}
+  {"bind": ADDRESS, "port": N, "user": U, "password": P, "store": DIR, "persistent_disk": MB}
 
 Every request but GET /health needs HTTP basic auth with USER and PASSWORD.
   GET    /v1/keys/KEY           the value (200) or 404
@@ -87,6 +87,7 @@ def make_handler(config, store):
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "cf-lite-database/1"
+        timeout = 30
 
         def log_message(self, fmt, *args):
             pass
@@ -171,6 +172,8 @@ def main(argv):
         if key not in config:
             print(f"{argv[1]}: missing {key}", file=sys.stderr)
             return 2
+    if not config.get("persistent_disk"):
+        log("WARNING: this instance has no persistent disk: the data is lost with the VM")
     store = Store(config["store"])
     server = ThreadingHTTPServer((config["bind"], int(config["port"])), make_handler(config, store))
     server.daemon_threads = True

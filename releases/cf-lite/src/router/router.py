@@ -8,9 +8,10 @@ CONFIG.json (rendered by the router job):
 Routes are learnt from nats: `router.register` and `router.unregister` carry
   {"host": "APP.DOMAIN", "address": IP, "port": N, "app": GUID, "index": I}
 Cells announce their instances every few seconds; a backend not announced for `prune_after`
-seconds is dropped. A request is routed by its Host header (without port) round-robin across
-the host's backends; a backend that refuses the connection is skipped for the next one. An
-unknown host gets 404, a host whose backends all fail 502, both with X-Cf-RouterError saying why.
+seconds is dropped, and so is one a request could not reach (its cell announces it again if it
+comes back). A request is routed by its Host header (without port) round-robin across the
+host's backends; a backend that refuses the connection is skipped for the next one. An unknown
+host gets 404, a host whose backends all fail 502, both with X-Cf-RouterError saying why.
 
 The status port answers GET /health and GET /routes (the table as JSON).
 """
@@ -54,6 +55,12 @@ class Table:
         with self.lock:
             if self.routes.get(host, {}).pop((info["address"], int(info["port"])), None) is not None:
                 log(f"route {host} -x {info['address']}:{info['port']} unregistered")
+
+    def forget(self, host, backend, why):
+        """Drops a backend that failed; its cell announces it again if it comes back."""
+        with self.lock:
+            if self.routes.get(host, {}).pop(backend, None) is not None:
+                log(f"route {host} -x {backend[0]}:{backend[1]} dropped: {why}")
 
     def _prune(self, host):
         now = time.monotonic()
@@ -122,7 +129,7 @@ def make_proxy(table):
                     response = conn.getresponse()
                     data = response.read()
                 except OSError as e:
-                    log(f"{host}: backend {address}:{port} failed: {e}")
+                    table.forget(host, (address, port), f"request failed: {e}")
                     continue
                 finally:
                     conn.close()
