@@ -118,6 +118,15 @@ fn cck_reports_exactly_the_four_broken_instances_and_auto_fixes_them_keeping_the
     assert!(text.contains("Scanning 4 VMs: 1 OK, 1 unresponsive, 1 missing, 1 failing"), "{text}");
     assert!(text.contains("Scanning 2 persistent disks: 1 OK, 0 missing, 0 inactive, 1 mount mismatch"), "{text}");
     assert!(text.contains("4 problems"), "{text}");
+    // `instances` marks them the same way.
+    let listed: serde_json::Value = serde_json::from_str(&d.ok(&["-d", "demo", "instances", "--json"])).unwrap();
+    let state_of = |label: String| {
+        listed.as_array().unwrap().iter().find(|i| i["instance"] == label.as_str()).unwrap()["process_state"].clone()
+    };
+    assert_eq!(state_of(kv[0].label()), "unresponsive agent", "{listed:#}");
+    assert_eq!(state_of(web[0].label()), "missing vm", "{listed:#}");
+    assert_eq!(state_of(web[1].label()), "failing", "{listed:#}");
+    assert_eq!(state_of(kv[1].label()), "running", "{listed:#}");
     // A report changes nothing: the lost VM is still lost, the dead agent still dead.
     assert!(!vms.join(&web0_cid).exists());
     assert!(d.agent_pid(&kv0_cid).is_none_or(|p| !alive(p)));

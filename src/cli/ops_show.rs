@@ -105,8 +105,8 @@ struct InstanceView {
     /// What the instance is meant to be doing: started, stopped, detached.
     state: InstanceState,
     dirty: bool,
-    /// The agent's answer (`running`, `failing`, `stopped`) or `unresponsive agent`; `None`
-    /// without a VM.
+    /// The agent's answer (`running`, `failing`, `stopped`), `unresponsive agent`, or
+    /// `missing vm` when the CPI no longer knows the VM; `None` without a VM.
     process_state: Option<&'static str>,
     /// Why the agent counts as unresponsive.
     agent_error: Option<String>,
@@ -200,8 +200,21 @@ fn views(director: &Director, name: &str, only_with_vm: bool) -> anyhow::Result<
         }
     }
     let key = DirectorKey::load_or_create(&director.state_dir)?;
-    let probes = runtime()?.block_on(probe_all(&key, &records));
-    Ok(records.iter().zip(&probes).map(|(r, p)| InstanceView::new(r, p, &disks)).collect())
+    let rt = runtime()?;
+    let probes = rt.block_on(probe_all(&key, &records));
+    let mut views: Vec<InstanceView> = records.iter().zip(&probes).map(|(r, p)| InstanceView::new(r, p, &disks)).collect();
+    // An agent that does not answer on a VM its CPI no longer knows is a missing VM, as cck
+    // calls it (a CPI config that cannot be opened leaves the agent's word).
+    if let Ok(cpis) = director.cpis() {
+        for ((view, record), probe) in views.iter_mut().zip(&records).zip(&probes) {
+            if let (Some(vm), Probe::Unresponsive(_)) = (&record.vm, probe)
+                && rt.block_on(crate::health::scan::vm_gone(&cpis, vm))
+            {
+                view.process_state = Some("missing vm");
+            }
+        }
+    }
+    Ok(views)
 }
 
 pub fn instances(deployment: Option<String>, args: InstancesArgs) -> anyhow::Result<ExitCode> {

@@ -136,6 +136,20 @@ async fn observe(
     Ok(obs)
 }
 
+/// Whether the CPI no longer knows VM `vm` at all: `has_vm` false and, where the CPI can list
+/// its VMs, not listed either (a CPI that fails to answer is not taken as a missing VM).
+pub async fn vm_gone(cpis: &CpiSet, vm: &crate::state::VmRef) -> bool {
+    let Ok((_, cpi)) = cpis.get(Some(&vm.cpi)) else { return false };
+    match cpi.has_vm(Cid(vm.cid.clone())).await {
+        Ok(true) | Err(_) => return false,
+        Ok(false) => {}
+    }
+    match cpi.list_vms().await {
+        Ok(list) => !list.iter().any(|l| l.vm_cid.0 == vm.cid),
+        Err(e) => e.kind == ErrorKind::NotImplemented,
+    }
+}
+
 /// Asks the agent for its state within `timeout`; never installs or changes anything.
 async fn ask_agent(key: &DirectorKey, endpoint_json: &str, timeout: Duration, started: bool) -> AgentObservation {
     let endpoint: SshEndpoint = match serde_json::from_str(endpoint_json) {

@@ -111,8 +111,15 @@ async fn one_round(
         .collect();
     let recent = tracker.observe(now, &down, &options.meltdown);
     if down.is_empty() {
+        let failing = scanned.problems.iter().filter(|p| p.kind == ProblemKind::FailingProcesses).count();
+        reporter.note(&format!(
+            "{} instance(s) scanned: no VM down{}",
+            records.len(),
+            if failing > 0 { format!(", {failing} with failing processes") } else { String::new() }
+        ));
         return Ok(Round::Healthy);
     }
+    reporter.note(&format!("{} instance(s) scanned: {} down ({} within the meltdown window)", records.len(), down.len(), recent));
     let event = |action: &str, object: &str, context: String| {
         let _ = state.record_event(&Event::new(action, "instance", object).deployment(deployment).context(context));
     };
