@@ -113,7 +113,7 @@ pub struct CorpusRelease {
     /// The corpus copy's version.
     pub corpus_version: String,
     pub dir: PathBuf,
-    /// Job name → the packages it lists.
+    /// Job name → the packages its spec lists.
     pub jobs: BTreeMap<String, Vec<String>>,
     pub packages: BTreeMap<String, UpstreamPackage>,
 }
@@ -156,11 +156,16 @@ pub fn corpus_releases() -> Vec<CorpusRelease> {
         let Some(mf) = release_manifest(&dir.join("releases")) else { continue };
         let doc = read_yaml(&mf);
         let name = doc["name"].as_str().unwrap().to_string();
+        // The packages each job lists, from its spec (older release manifests leave them out).
         let jobs = doc["jobs"]
             .as_sequence()
             .unwrap()
             .iter()
-            .map(|j| (j["name"].as_str().unwrap().to_string(), strings(&j["packages"])))
+            .map(|j| {
+                let name = j["name"].as_str().unwrap().to_string();
+                let spec = read_yaml(&dir.join("jobs").join(&name).join("spec"));
+                (name, strings(&spec["packages"]))
+            })
             .collect();
         let packages = doc["packages"]
             .as_sequence()
@@ -450,12 +455,36 @@ impl CfFixture {
         // Every variable, generated once into a store the plans then only read.
         let vars_store = root.join("vars-store.yml");
         let fixture = CfFixture { root: root.clone(), state_dir, cloud_config, vars_store, stemcell_os, releases, versions };
-        let mut args: Vec<String> = vec!["interpolate".into(), cf_manifest().display().to_string()];
-        args.extend(fixture.interpolate_args(&[]));
-        args.extend(["--vars-store".into(), fixture.vars_store.display().to_string()]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        rosh_ok(&fixture.state_dir, &root, &args);
+        fixture.generate_variables();
         fixture
+    }
+
+    /// Fills [`Self::vars_store`]: `rosh interpolate --vars-store` generates the manifest's ~130
+    /// variables (91 certificates: most of a minute in a debug build on a busy machine), so the
+    /// store is kept in cargo's target tmp dir under the digest of the manifest and ops files,
+    /// and later fixtures (other test binaries, the benchmark) copy it.
+    fn generate_variables(&self) {
+        use sha2::Digest;
+        let mut digest = sha2::Sha256::new();
+        for file in [cf_manifest(), scale_to_one_az(), removal_ops()] {
+            digest.update(std::fs::read(&file).unwrap());
+        }
+        digest.update(SYSTEM_DOMAIN.as_bytes());
+        let hex: String = digest.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cf-v44.5.0-vars-{hex}.yml"));
+        if std::fs::copy(&cache, &self.vars_store).is_ok() {
+            return;
+        }
+        let mut args: Vec<String> = vec!["interpolate".into(), cf_manifest().display().to_string()];
+        args.extend(self.interpolate_args(&[]));
+        args.extend(["--vars-store".into(), self.vars_store.display().to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        rosh_ok(&self.state_dir, &self.root, &args);
+        // Another process may be writing the same cache: a rename of a whole file either way.
+        let partial = cache.with_extension(format!("{}.tmp", std::process::id()));
+        if std::fs::copy(&self.vars_store, &partial).is_ok() {
+            let _ = std::fs::rename(&partial, &cache);
+        }
     }
 
     /// One fixture per test binary, removed when the process exits.
