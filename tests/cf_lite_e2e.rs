@@ -4,6 +4,8 @@
 //!
 //! - Both releases build with `create-release` and the manifest validates against the local
 //!   cloud config, with and without the ops files; the release programs are valid Python.
+//! - Each release declares the other's version line (`config/requires.yml`): `compat check`
+//!   passes the pair as built and refuses a diego-lite that requires a newer cf-lite.
 //! - The first deploy creates every instance group in cf-deployment's order, every process
 //!   runs, and the API answers over HTTPS with the generated certificate.
 //! - `run-errand smoke-tests` pushes an app with 2 instances through the API and both
@@ -13,7 +15,8 @@
 //!   database's persistent disk is reattached), and the platform passes its smoke test again.
 //!
 //! Figures (first deploy with compilation, no-op deploy, smoke test, recreate) are printed; run
-//! with `--nocapture` to see them. The director has its own state dir and `127.190.0.0/16`.
+//! with `--nocapture` to see them. Each test has its own state dir and loopback range
+//! (`127.190` to `127.192.0.0/16`).
 
 mod common;
 mod deploy_support;
@@ -129,6 +132,32 @@ fn both_releases_build_and_the_manifest_validates_with_its_ops_files() {
     for name in ["nats_password", "database_password", "cc_admin_password", "cf_lite_ca", "cc_tls"] {
         assert!(stored.contains(&format!("{name}:")), "{name} is generated into the vars store");
     }
+}
+
+#[test]
+fn each_release_names_the_others_line_and_compat_check_refuses_a_mismatch() {
+    let d = Director::with_releases(192, &["cf-lite", "diego-lite"]);
+    let manifest = d.write("cf-lite.yml", &d.cf_lite().text());
+    let manifest = manifest.to_str().unwrap();
+    let ok = d.rosh(&["compat", "check", manifest]);
+    let shown = String::from_utf8_lossy(&ok.stdout).into_owned() + &String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success(), "the matching pair passes:\n{shown}");
+    assert!(shown.contains("0 error(s)"), "{shown}");
+
+    // diego-lite's team moves to a cf-lite line that does not exist yet: the uploaded pair no
+    // longer matches, and the check says which release needs what.
+    let source = d.copy_release("diego-lite");
+    let requires = source.join("config/requires.yml");
+    let text = fs::read_to_string(&requires).unwrap();
+    assert!(text.contains("version: \"~> 0\""), "{text}");
+    fs::write(&requires, text.replace("version: \"~> 0\"", "version: \">= 1\"")).unwrap();
+    d.upload_release(&source);
+    let refused = d.rosh(&["compat", "check", manifest]);
+    let shown = String::from_utf8_lossy(&refused.stdout).into_owned() + &String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("diego-lite/0+dev.2 requires release cf-lite >= 1"), "{shown}");
+    assert!(shown.contains("cf-lite/0+dev.1"), "{shown}");
+    assert!(d.vm_dirs().is_empty(), "a check makes no VM");
 }
 
 #[test]
