@@ -13,7 +13,13 @@ use rosh::compat::{
 const JAMMY: (&str, &str) = ("bosh-aws-xen-hvm-ubuntu-jammy-go_agent", "1.406");
 
 fn stemcell(name: &str, os: &str, version: &str, api: Option<u32>) -> StemcellInput {
-    StemcellInput { name: name.into(), os: os.into(), version: version.into(), api_version: api, formats: vec!["aws-light".into()] }
+    StemcellInput {
+        name: name.into(),
+        os: os.into(),
+        version: version.into(),
+        api_version: api,
+        formats: vec!["aws-light".into()],
+    }
 }
 
 fn cpi(api_version: u32) -> rosh_cpi::Info {
@@ -86,7 +92,9 @@ fn cf_238_with_diego_0_1476_0_is_a_tested_pair() {
     assert!(report.ok() && report.warnings.is_empty(), "{report:#?}");
     assert_eq!(report.passed.len(), 1);
     assert_eq!(report.passed[0].rule, Rule::Tested);
-    assert!(report.passed[0].message.starts_with("cf 238 with diego 0.1476.0: tested together (diego-cf-compatibility"));
+    assert!(
+        report.passed[0].message.starts_with("cf 238 with diego 0.1476.0: tested together (diego-cf-compatibility")
+    );
 }
 
 #[test]
@@ -162,11 +170,13 @@ fn a_release_requiring_a_newer_stemcell_is_an_error() {
          diego-group run its jobs on stemcell bosh-aws-xen-hvm-ubuntu-jammy-go_agent/1.406 (ubuntu-jammy 1.406)"
     );
     // The same requirement met.
-    let met = Case::new(&[("diego", "0.1476.0")]).requires("diego", "stemcells:\n- os: ubuntu-jammy\n  version: '~> 1.400'\n");
+    let met = Case::new(&[("diego", "0.1476.0")])
+        .requires("diego", "stemcells:\n- os: ubuntu-jammy\n  version: '~> 1.400'\n");
     assert!(met.check().ok());
     // Only the groups running the release's jobs count: cf's group is on jammy too, but cf
     // declares nothing, and diego's requirement is not checked against cf's group.
-    let mut other = Case::new(&[("cf", "238"), ("diego", "0.1476.0")]).requires("diego", "stemcells:\n- os: ubuntu-jammy\n");
+    let mut other =
+        Case::new(&[("cf", "238"), ("diego", "0.1476.0")]).requires("diego", "stemcells:\n- os: ubuntu-jammy\n");
     other.stemcells.push(stemcell("noble", "ubuntu-noble", "1.10", Some(3)));
     other.groups[0].stemcell = ("noble".into(), "1.10".into());
     assert!(other.check().ok(), "{:#?}", other.check());
@@ -178,14 +188,28 @@ fn a_release_requiring_other_releases_and_rosh() {
     let report = Case::new(&[("cf", "238"), ("diego", "1.0.0")]).requires("cf", needs).check();
     let errors = messages(&report.errors);
     assert_eq!(report.errors.len(), 3, "{errors}");
-    assert!(errors.contains(&format!("RoshVersion: release cf/238 requires rosh >= 99, but this is rosh {}", env!("CARGO_PKG_VERSION"))), "{errors}");
-    assert!(errors.contains("ReleaseRequires: release cf/238 requires release diego ~> 0.1476, but the deployment uses diego/1.0.0"), "{errors}");
+    assert!(
+        errors.contains(&format!(
+            "RoshVersion: release cf/238 requires rosh >= 99, but this is rosh {}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{errors}"
+    );
+    assert!(
+        errors.contains(
+            "ReleaseRequires: release cf/238 requires release diego ~> 0.1476, but the deployment uses diego/1.0.0"
+        ),
+        "{errors}"
+    );
     assert!(errors.contains("ReleaseRequires: release cf/238 requires release garden-linux (any version), which the deployment does not use"), "{errors}");
 
     let report = Case::new(&[("cf", "238"), ("diego", "0.1476.0"), ("garden-linux", "0.338.0"), ("etcd", "57")])
         .requires("cf", "releases:\n- name: etcd\n  optional: true\n  version: '> 60'\n")
         .check();
-    assert_eq!(messages(&report.errors), "ReleaseRequires: release cf/238 requires release etcd > 60, but the deployment uses etcd/57");
+    assert_eq!(
+        messages(&report.errors),
+        "ReleaseRequires: release cf/238 requires release etcd > 60, but the deployment uses etcd/57"
+    );
 }
 
 #[test]
@@ -197,8 +221,14 @@ fn the_stemcell_api_must_be_one_the_cpi_speaks() {
     assert_eq!(report.errors.len(), 1, "{report:#?}");
     assert_eq!(report.errors[0].rule, Rule::CpiApiVersion);
     let text = &report.errors[0].message;
-    assert!(text.starts_with("stemcell bosh-aws-xen-hvm-ubuntu-jammy-go_agent/1.406 has stemcell API version 3"), "{text}");
-    assert!(text.contains("CPI `aws` speaks CPI API version 1 only") && text.contains("instance groups cf-group"), "{text}");
+    assert!(
+        text.starts_with("stemcell bosh-aws-xen-hvm-ubuntu-jammy-go_agent/1.406 has stemcell API version 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CPI `aws` speaks CPI API version 1 only") && text.contains("instance groups cf-group"),
+        "{text}"
+    );
     // A stemcell of API v1 (or none declared) on that CPI is fine.
     case.stemcells[0].api_version = None;
     assert!(case.check().ok());

@@ -59,14 +59,27 @@ impl Director {
         let job = dir.join("jobs").join(format!("{name}-job"));
         fs::create_dir_all(job.join("templates")).unwrap();
         fs::create_dir_all(dir.join("packages")).unwrap();
-        fs::write(job.join("spec"), format!("name: {name}-job\ntemplates: {{}}\npackages: []\nproperties:\n  password: {{}}\n")).unwrap();
+        fs::write(
+            job.join("spec"),
+            format!("name: {name}-job\ntemplates: {{}}\npackages: []\nproperties:\n  password: {{}}\n"),
+        )
+        .unwrap();
         fs::write(job.join("monit"), "").unwrap();
         if let Some(requires) = requires {
             fs::create_dir_all(dir.join("config")).unwrap();
             fs::write(dir.join("config/requires.yml"), requires).unwrap();
         }
         let tarball = self.path(&format!("{name}-{version}.tgz"));
-        self.ok(&["create-release", dir.to_str().unwrap(), "--name", name, "--version", version, "--tarball", tarball.to_str().unwrap()]);
+        self.ok(&[
+            "create-release",
+            dir.to_str().unwrap(),
+            "--name",
+            name,
+            "--version",
+            version,
+            "--tarball",
+            tarball.to_str().unwrap(),
+        ]);
         self.ok(&["upload-release", tarball.to_str().unwrap()]);
         tarball
     }
@@ -167,7 +180,10 @@ fn compat_check_of_uploaded_releases() {
     let out = d.check(&untested, &["--skip-compat-check"]);
     let text = common::stdout(&out);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("error (bypassed by --skip-compat-check): cf 207 with diego 1.0.0 are declared incompatible"), "{text}");
+    assert!(
+        text.contains("error (bypassed by --skip-compat-check): cf 207 with diego 1.0.0 are declared incompatible"),
+        "{text}"
+    );
     fs::remove_file(d.state_dir.join("compatibility.yml")).unwrap();
 
     // The same through --compat-table; a bad table is refused naming the file and the path.
@@ -194,11 +210,15 @@ fn a_release_requiring_a_newer_stemcell_fails_the_check_and_its_requires_travel(
         Command::new("tar").args(["xzf", tarball.to_str().unwrap(), "-O", "release.MF"]).output().unwrap().stdout,
     )
     .unwrap();
-    let from_mf: rosh::release::manifest::ReleaseManifest = rosh::release::manifest::parse(&release_mf, "release.MF").unwrap();
+    let from_mf: rosh::release::manifest::ReleaseManifest =
+        rosh::release::manifest::parse(&release_mf, "release.MF").unwrap();
     let expected: Requires = rosh::compat::requires::parse(requires, "config/requires.yml").unwrap();
     assert_eq!(from_mf.requires.as_ref(), Some(&expected));
     let dev = fs::read_to_string(d.path("src-diego-0.1476.0/dev_releases/diego/diego-0.1476.0.yml")).unwrap();
-    assert_eq!(rosh::release::manifest::parse::<rosh::release::manifest::ReleaseManifest>(&dev, "dev").unwrap().requires, Some(expected.clone()));
+    assert_eq!(
+        rosh::release::manifest::parse::<rosh::release::manifest::ReleaseManifest>(&dev, "dev").unwrap().requires,
+        Some(expected.clone())
+    );
     // ... and upload-release into the state's record of the version; a release without one has none.
     let state = State::open(&d.state_dir).unwrap();
     let json = state.release_requires("diego", "0.1476.0").unwrap().expect("recorded requires");

@@ -42,7 +42,10 @@ fn releases_recorded_before_requires_existed_still_load() {
     assert_eq!(state.release_requires("cf", "207").unwrap(), None);
 
     let requires = r#"{"releases":[{"name":"diego","version":">= 0.1476"}]}"#;
-    assert!(matches!(state.record_release_with_requires(&record("238"), Some(requires)).unwrap(), Recorded::Created { .. }));
+    assert!(matches!(
+        state.record_release_with_requires(&record("238"), Some(requires)).unwrap(),
+        Recorded::Created { .. }
+    ));
     assert_eq!(state.release_requires("cf", "238").unwrap().as_deref(), Some(requires));
     assert_eq!(state.release("cf", "238").unwrap(), Some(record("238")));
     assert_eq!(state.release_requires("cf", "999").unwrap(), None);

@@ -59,7 +59,10 @@ fn derive() -> String {
     for pair in doc["pairs"].as_sequence().expect("pairs") {
         let text = |k: &str| pair[k].as_str().unwrap_or_else(|| panic!("pairs[].{k}")).to_string();
         stated.push(Set {
-            releases: BTreeMap::from([("cf".to_string(), text("cf_release")), ("diego".to_string(), text("diego_release"))]),
+            releases: BTreeMap::from([
+                ("cf".to_string(), text("cf_release")),
+                ("diego".to_string(), text("diego_release")),
+            ]),
             source: text("source"),
         });
     }
@@ -67,7 +70,10 @@ fn derive() -> String {
     let mut derived = Vec::new();
     for row in csv(&corpus_file("derived-cf-release-to-diego-release.csv")) {
         let cf = &row["cf_release_version"];
-        let source = format!("diego-cf-compatibility CI records for cf-release v{cf} (commit {})", row["cf_release_commit_hash"]);
+        let source = format!(
+            "diego-cf-compatibility CI records for cf-release v{cf} (commit {})",
+            row["cf_release_commit_hash"]
+        );
         let mut add = |release: &str, version: &str| {
             derived.push(Set {
                 releases: BTreeMap::from([("cf".to_string(), cf.clone()), (release.to_string(), version.to_string())]),
@@ -81,7 +87,11 @@ fn derive() -> String {
             add("diego", &v);
         }
         for v in list("garden_release_versions") {
-            let name = if Version::parse(&v).unwrap() < Version::parse("1.0.0").unwrap() { "garden-linux" } else { "garden-runc" };
+            let name = if Version::parse(&v).unwrap() < Version::parse("1.0.0").unwrap() {
+                "garden-linux"
+            } else {
+                "garden-runc"
+            };
             add(name, &v);
         }
         for v in list("etcd_release_versions") {
@@ -117,7 +127,10 @@ fn derive() -> String {
     );
     let sections = [
         ("release-notes-stated-pairs.yml: cf-release finals and the diego-release their maintainers named", stated),
-        ("derived-cf-release-to-diego-release.csv: what the Diego team's CI tested each cf-release final with", derived),
+        (
+            "derived-cf-release-to-diego-release.csv: what the Diego team's CI tested each cf-release final with",
+            derived,
+        ),
         ("cf-deployment-release-pins.csv: the releases each cf-deployment version pins together", pinned),
     ];
     for (comment, sets) in sections {

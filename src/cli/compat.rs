@@ -20,7 +20,9 @@ use anyhow::{Context, anyhow};
 
 use super::deploy::{self, Director};
 use super::interpolate::{VarFlags, render_with_store};
-use crate::compat::{self, CompatInput, CompatReport, CompiledInput, GroupInput, ReleaseInput, Requires, StemcellInput, Table};
+use crate::compat::{
+    self, CompatInput, CompatReport, CompiledInput, GroupInput, ReleaseInput, Requires, StemcellInput, Table,
+};
 use crate::converge::deploy::CpiSet;
 use crate::manifest::model::Deployment;
 use crate::manifest::yaml::{self, Value};
@@ -98,7 +100,8 @@ pub fn table(state_dir: &Path, extra: &[PathBuf]) -> anyhow::Result<Table> {
     }
     files.extend(extra.iter().map(PathBuf::as_path));
     for path in files {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading compatibility table {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading compatibility table {}", path.display()))?;
         table.merge(Table::parse(&text, &path.display().to_string())?);
     }
     Ok(table)
@@ -107,7 +110,12 @@ pub fn table(state_dir: &Path, extra: &[PathBuf]) -> anyhow::Result<Table> {
 /// Runs the compatibility check of `desired` against what the director holds. `plan` and
 /// `deploy` call this before anything is touched and stop when the report is not
 /// [`CompatReport::ok`] ([`CompatReport::error_message`] says why).
-pub fn gate(director: &Director, desired: &DesiredDeployment, cpis: &CpiInfos, options: &GateOptions) -> anyhow::Result<CompatReport> {
+pub fn gate(
+    director: &Director,
+    desired: &DesiredDeployment,
+    cpis: &CpiInfos,
+    options: &GateOptions,
+) -> anyhow::Result<CompatReport> {
     let table = table(&director.state_dir, &options.tables)?;
     let input = input(director, desired, cpis, &table, options.skip_compat_check)?;
     Ok(compat::check(&input))
@@ -276,7 +284,8 @@ fn read_manifest_without_writes(
     if let Some(store_path) = flags.vars_store.take()
         && store_path.exists()
     {
-        let text = std::fs::read_to_string(&store_path).with_context(|| format!("reading vars store {}", store_path.display()))?;
+        let text = std::fs::read_to_string(&store_path)
+            .with_context(|| format!("reading vars store {}", store_path.display()))?;
         match yaml::parse(&text, &store_path.display().to_string())? {
             Value::Mapping(values) => store.extend(values),
             Value::Null => {}

@@ -137,10 +137,7 @@ impl CompatReport {
             return None;
         }
         let lines: Vec<String> = self.errors.iter().map(|f| format!("  - {}", f.message)).collect();
-        Some(format!(
-            "compatibility check failed:\n{}\n(deploy anyway with --skip-compat-check)",
-            lines.join("\n")
-        ))
+        Some(format!("compatibility check failed:\n{}\n(deploy anyway with --skip-compat-check)", lines.join("\n")))
     }
 
     fn error(&mut self, rule: Rule, message: String) {
@@ -197,18 +194,26 @@ fn check_cpis(input: &CompatInput<'_>, stemcells: &BTreeMap<(&str, &str), &Stemc
     let mut uses: BTreeMap<(&str, &str, &str), Vec<&str>> = BTreeMap::new();
     for group in &input.groups {
         for cpi in &group.cpis {
-            uses.entry((group.stemcell.0.as_str(), group.stemcell.1.as_str(), cpi.as_str())).or_default().push(&group.name);
+            uses.entry((group.stemcell.0.as_str(), group.stemcell.1.as_str(), cpi.as_str()))
+                .or_default()
+                .push(&group.name);
         }
     }
     let mut warned_api = BTreeSet::new();
     for ((name, version, cpi_name), groups) in uses {
         let groups = groups.join(", ");
         let Some(stemcell) = stemcells.get(&(name, version)) else {
-            report.error(Rule::CpiApiVersion, format!("instance groups {groups}: stemcell {name}/{version} is not uploaded"));
+            report.error(
+                Rule::CpiApiVersion,
+                format!("instance groups {groups}: stemcell {name}/{version} is not uploaded"),
+            );
             continue;
         };
         let Some(cpi) = input.cpis.get(cpi_name) else {
-            report.error(Rule::CpiApiVersion, format!("instance groups {groups}: CPI `{cpi_name}` did not say which API it speaks"));
+            report.error(
+                Rule::CpiApiVersion,
+                format!("instance groups {groups}: CPI `{cpi_name}` did not say which API it speaks"),
+            );
             continue;
         };
         let api = stemcell.api_version.unwrap_or(1);
@@ -249,7 +254,11 @@ fn check_cpis(input: &CompatInput<'_>, stemcells: &BTreeMap<(&str, &str), &Stemc
 }
 
 /// Rule 2.
-fn check_compiled(input: &CompatInput<'_>, stemcells: &BTreeMap<(&str, &str), &StemcellInput>, report: &mut CompatReport) {
+fn check_compiled(
+    input: &CompatInput<'_>,
+    stemcells: &BTreeMap<(&str, &str), &StemcellInput>,
+    report: &mut CompatReport,
+) {
     let groups: BTreeMap<&str, &GroupInput> = input.groups.iter().map(|g| (g.name.as_str(), g)).collect();
     for use_ in input.compiled.iter().filter(|c| !c.has_source) {
         let Some(group) = groups.get(use_.group.as_str()) else { continue };
@@ -310,7 +319,10 @@ fn check_requires(
                 ),
                 Some(version) if !wanted.version.matches(version) => report.error(
                     Rule::ReleaseRequires,
-                    format!("{me} requires release {} {}, but the deployment uses {}/{version}", wanted.name, wanted.version, wanted.name),
+                    format!(
+                        "{me} requires release {} {}, but the deployment uses {}/{version}",
+                        wanted.name, wanted.version, wanted.name
+                    ),
                 ),
                 Some(_) => {}
             }
@@ -325,7 +337,8 @@ fn check_requires(
         }
         for (key, groups) in on {
             let Some(stemcell) = stemcells.get(&key) else { continue };
-            let Some(version) = version_or_report(&stemcell.version, &format!("stemcell {}", stemcell.name), report) else {
+            let Some(version) = version_or_report(&stemcell.version, &format!("stemcell {}", stemcell.name), report)
+            else {
                 continue;
             };
             if requires.stemcells.iter().any(|s| s.matches(&stemcell.os, &version)) {
@@ -405,7 +418,8 @@ fn nearest<'p>(
     let keys = table::neighbours(pairs.iter().map(|p| sides(p).0.clone()), version);
     keys.into_iter()
         .map(|k| {
-            let others: BTreeSet<Version> = pairs.iter().map(&sides).filter(|(x, _)| **x == k).map(|(_, o)| o.clone()).collect();
+            let others: BTreeSet<Version> =
+                pairs.iter().map(&sides).filter(|(x, _)| **x == k).map(|(_, o)| o.clone()).collect();
             (k, others.into_iter().collect())
         })
         .collect()

@@ -112,7 +112,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_and_the_path() {
-        let err = parse("releases:\n- name: diego\n  version: '>= 1,'\n", "config/requires.yml").unwrap_err().to_string();
+        let err =
+            parse("releases:\n- name: diego\n  version: '>= 1,'\n", "config/requires.yml").unwrap_err().to_string();
         assert!(err.starts_with("config/requires.yml: releases[0].version: "), "{err}");
         let err = parse("stemcell:\n- os: x\n", "config/requires.yml").unwrap_err().to_string();
         assert!(err.contains("unknown field `stemcell`"), "{err}");

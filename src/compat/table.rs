@@ -166,7 +166,8 @@ mod tests {
     fn sets_need_two_releases_and_valid_ranges() {
         let err = Table::parse("tested:\n- releases: {cf: '1'}\n", "t.yml").unwrap_err().to_string();
         assert_eq!(err, "t.yml: tested[0].releases: a set names at least two releases");
-        let err = Table::parse("incompatible:\n- releases: {cf: '1', diego: '>= '}\n", "t.yml").unwrap_err().to_string();
+        let err =
+            Table::parse("incompatible:\n- releases: {cf: '1', diego: '>= '}\n", "t.yml").unwrap_err().to_string();
         assert!(err.starts_with("t.yml: incompatible[0].releases.diego: "), "{err}");
         let err = Table::parse("testd: []\n", "t.yml").unwrap_err().to_string();
         assert!(err.contains("unknown field `testd`"), "{err}");

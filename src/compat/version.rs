@@ -33,7 +33,9 @@ impl Version {
         if text.is_empty() {
             return Err("a version cannot be empty".to_string());
         }
-        if let Some(bad) = text.chars().find(|c| c.is_whitespace() || matches!(c, ',' | '|' | '<' | '>' | '=' | '~' | '!')) {
+        if let Some(bad) =
+            text.chars().find(|c| c.is_whitespace() || matches!(c, ',' | '|' | '<' | '>' | '=' | '~' | '!'))
+        {
             return Err(format!("`{text}` is not a version (it contains `{bad}`)"));
         }
         Ok(Version { text: text.to_string(), canonical: canonical(text) })

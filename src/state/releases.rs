@@ -75,7 +75,11 @@ impl State {
 
     /// As [`State::record_release`], keeping the release's `requires:` block (JSON, opaque to the
     /// state; see [`crate::compat::requires`]) with the version, in the same transaction.
-    pub fn record_release_with_requires(&self, release: &ReleaseRecord, requires_json: Option<&str>) -> Result<Recorded> {
+    pub fn record_release_with_requires(
+        &self,
+        release: &ReleaseRecord,
+        requires_json: Option<&str>,
+    ) -> Result<Recorded> {
         self.write(|tx| {
             let release_id = match find_release(tx, &release.name)? {
                 Some(id) => id,
