@@ -96,9 +96,14 @@ fn cck_reports_exactly_the_four_broken_instances_and_auto_fixes_them_keeping_the
     // kv/1: its disk detached through the CPI behind rosh's back.
     let kv1_cid = kv[1].vm.as_ref().unwrap().cid.clone();
     let kv1_disk = d.state().instance_disk("demo", &kv[1].uuid).unwrap().expect("kv/1 has a disk").cid;
-    let cpi = rosh_cpi_local::LocalCpi::new(rosh_cpi_local::LocalConfig::new(d.state_dir.join("cpi/local"), deploy_support::ROSH)).unwrap();
+    let cpi = rosh_cpi_local::LocalCpi::new(rosh_cpi_local::LocalConfig::new(
+        d.state_dir.join("cpi/local"),
+        deploy_support::ROSH,
+    ))
+    .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(cpi.detach_disk(DiskAttachment { vm_cid: Cid(kv1_cid.clone()), disk_cid: Cid(kv1_disk.clone()) })).unwrap();
+    rt.block_on(cpi.detach_disk(DiskAttachment { vm_cid: Cid(kv1_cid.clone()), disk_cid: Cid(kv1_disk.clone()) }))
+        .unwrap();
     // Let the supervisor see web/1's process fail at least once.
     std::thread::sleep(Duration::from_secs(2));
 
@@ -170,7 +175,8 @@ fn cck_reports_exactly_the_four_broken_instances_and_auto_fixes_them_keeping_the
     d.assert_no_orphans(&["demo"], "after cck --auto");
 
     // Every repair is in the event log.
-    let events: serde_json::Value = serde_json::from_str(&d.ok(&["-d", "demo", "events", "--json", "--limit", "500"])).unwrap();
+    let events: serde_json::Value =
+        serde_json::from_str(&d.ok(&["-d", "demo", "events", "--json", "--limit", "500"])).unwrap();
     let repairs: BTreeSet<String> = events
         .as_array()
         .unwrap()

@@ -17,7 +17,8 @@ use deploy_support::Director;
 
 /// What `instances --json` shows, without times.
 fn shown(d: &Director) -> Vec<serde_json::Value> {
-    let listed: serde_json::Value = serde_json::from_str(&d.ok(&["-d", "demo", "instances", "--ps", "--json"])).unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&d.ok(&["-d", "demo", "instances", "--ps", "--json"])).unwrap();
     let mut list: Vec<serde_json::Value> = listed
         .as_array()
         .unwrap()

@@ -145,9 +145,11 @@ fn watch_repairs_a_killed_instance_with_no_operator_and_stops_on_sigterm() {
     assert!(log.contains("stopping"), "{log}");
     let events: serde_json::Value = serde_json::from_str(&d.ok(&["-d", "demo", "events", "--json"])).unwrap();
     assert!(
-        events.as_array().unwrap().iter().any(|e| e["action"] == "repair"
-            && e["object_name"] == web[1].label().as_str()
-            && e["error"].is_null()),
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "repair" && e["object_name"] == web[1].label().as_str() && e["error"].is_null()),
         "{events:#}"
     );
     d.assert_no_orphans(&["demo"], "after watch");

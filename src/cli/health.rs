@@ -124,7 +124,11 @@ fn scan_options(agent_timeout: u64) -> ScanOptions {
 }
 
 /// Scans deployment `name` (the instances `records`).
-async fn scan_deployment(director: &Director, records: &[crate::state::InstanceRecord], options: ScanOptions) -> anyhow::Result<Scan> {
+async fn scan_deployment(
+    director: &Director,
+    records: &[crate::state::InstanceRecord],
+    options: ScanOptions,
+) -> anyhow::Result<Scan> {
     let cpis = director.cpis()?;
     let key = DirectorKey::load_or_create(&director.state_dir)?;
     scan(&director.state, &cpis, &key, records, options).await
@@ -183,8 +187,12 @@ pub fn cck(deployment: Option<String>, args: CckArgs) -> anyhow::Result<ExitCode
             }
         }
     }
-    let chosen: Vec<(Problem, Resolution)> =
-        scanned.problems.iter().cloned().zip(chosen.into_iter().map(|c| c.expect("every problem has a resolution now"))).collect();
+    let chosen: Vec<(Problem, Resolution)> = scanned
+        .problems
+        .iter()
+        .cloned()
+        .zip(chosen.into_iter().map(|c| c.expect("every problem has a resolution now")))
+        .collect();
 
     let reporter = progress::reporter(args.json);
     let outcomes = rt.block_on(apply(&director, &name, &chosen, reporter.as_ref(), None, false))?;
@@ -216,7 +224,8 @@ async fn apply(
     skip_drain: bool,
 ) -> anyhow::Result<Vec<Outcome>> {
     let cpis = director.cpis()?;
-    let recreator = ConvergeRecreator { director, reporter, max_in_flight, skip_drain, cancel: Arc::new(AtomicBool::new(false)) };
+    let recreator =
+        ConvergeRecreator { director, reporter, max_in_flight, skip_drain, cancel: Arc::new(AtomicBool::new(false)) };
     let repairer = Repairer {
         state: &director.state,
         cpis: &cpis,
@@ -271,7 +280,10 @@ pub fn recreate(deployment: Option<String>, args: RecreateArgs) -> anyhow::Resul
         chosen.retain(|r| failed.contains(r.uuid.as_str()));
     }
     if chosen.is_empty() {
-        println!("Nothing to recreate: no instance{} has a problem", if args.target.is_some() { " of the target" } else { "" });
+        println!(
+            "Nothing to recreate: no instance{} has a problem",
+            if args.target.is_some() { " of the target" } else { "" }
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let uuids: BTreeSet<String> = chosen.iter().map(|r| r.uuid.clone()).collect();
@@ -318,7 +330,9 @@ pub fn watch_cmd(deployment: Option<String>, args: WatchArgs) -> anyhow::Result<
     let reporter = progress::reporter(args.json);
     rt.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
@@ -371,12 +385,16 @@ pub fn recover_state(deployment: Option<String>, args: RecoverStateArgs) -> anyh
     let cpis = director.cpis()?;
     let key = DirectorKey::load_or_create(&director.state_dir)?;
     let _lock = director.state.lock(&format!("deployment:{name}"), Some(Duration::from_secs(5)))?;
-    let recovered = runtime()?.block_on(crate::health::recover::recover(&director.state, &cpis, &locals, &key, &name))?;
+    let recovered =
+        runtime()?.block_on(crate::health::recover::recover(&director.state, &cpis, &locals, &key, &name))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&recovered)?);
     } else {
         for (label, answered) in &recovered.instances {
-            println!("  {label}: recovered{}", if *answered { "" } else { " (agent did not answer: marked dirty, the next deploy replaces its VM)" });
+            println!(
+                "  {label}: recovered{}",
+                if *answered { "" } else { " (agent did not answer: marked dirty, the next deploy replaces its VM)" }
+            );
         }
         for (what, why) in &recovered.skipped {
             println!("  {what}: not recovered: {why}");

@@ -288,7 +288,12 @@ pub fn classify(obs: &Observation) -> Vec<Problem> {
     let label = format!("{} ({})", obs.instance, obs.index);
     if let Some(cid) = &obs.vm_cid {
         if !obs.vm_exists() {
-            out.push(Problem::new(obs, ProblemKind::MissingVm, None, format!("VM for '{label}' with cloud ID '{cid}' missing")));
+            out.push(Problem::new(
+                obs,
+                ProblemKind::MissingVm,
+                None,
+                format!("VM for '{label}' with cloud ID '{cid}' missing"),
+            ));
         } else {
             match &obs.agent {
                 AgentObservation::Unresponsive { reason } => out.push(Problem::new(
@@ -464,7 +469,8 @@ mod tests {
     #[test]
     fn failing_processes_count_only_for_started_instances() {
         let mut o = obs();
-        o.agent = AgentObservation::Answered { failing: vec!["web/web failing".into()], mounted: vec!["disk-1".into()] };
+        o.agent =
+            AgentObservation::Answered { failing: vec!["web/web failing".into()], mounted: vec!["disk-1".into()] };
         assert_eq!(kinds(&o), [ProblemKind::FailingProcesses]);
         o.started = false;
         assert!(kinds(&o).is_empty());
@@ -501,7 +507,11 @@ mod tests {
         assert_eq!(ProblemKind::InactiveDisk.auto(), Resolution::Activate);
         assert_eq!(ProblemKind::MountInfoMismatch.auto(), Resolution::Reattach);
         assert_eq!(parse_choice("unresponsive_agent=reboot"), Ok((ProblemKind::UnresponsiveAgent, Resolution::Reboot)));
-        assert!(parse_choice("missing_vm=reboot").unwrap_err().contains("offers recreate, recreate_and_wait, delete_reference"));
+        assert!(
+            parse_choice("missing_vm=reboot")
+                .unwrap_err()
+                .contains("offers recreate, recreate_and_wait, delete_reference")
+        );
         assert!(parse_choice("missing_vm").is_err());
         assert!(parse_choice("lost_vm=skip").unwrap_err().contains("unknown problem"));
 

@@ -51,7 +51,9 @@ pub struct Tags {
 /// The tags of `vm` if it is an instance of `deployment` made by rosh.
 pub fn tags_of(vm: &VmListing, deployment: &str) -> Option<Tags> {
     let m = &vm.metadata;
-    if m.get("director").map(String::as_str) != Some("rosh") || m.get("deployment").map(String::as_str) != Some(deployment) {
+    if m.get("director").map(String::as_str) != Some("rosh")
+        || m.get("deployment").map(String::as_str) != Some(deployment)
+    {
         return None;
     }
     Some(Tags {
@@ -126,7 +128,8 @@ pub async fn recover(
                 }
             }
             Err(e) if e.kind == ErrorKind::NotImplemented => {
-                out.skipped.push((format!("CPI {cpi_name}"), "cannot list its VMs (list_vms is not implemented)".into()));
+                out.skipped
+                    .push((format!("CPI {cpi_name}"), "cannot list its VMs (list_vms is not implemented)".into()));
             }
             Err(e) => return Err(anyhow::Error::new(e).context(format!("listing the VMs of CPI {cpi_name}"))),
         }
@@ -141,18 +144,21 @@ pub async fn recover(
             continue;
         }
         let Some(local) = locals.get(&cpi_name) else {
-            out.skipped.push((vm.vm_cid.0.clone(), format!("CPI {cpi_name} does not tell a VM's SSH endpoint and networks")));
+            out.skipped
+                .push((vm.vm_cid.0.clone(), format!("CPI {cpi_name} does not tell a VM's SSH endpoint and networks")));
             continue;
         };
         match recover_one(state, cpis, local, key, deployment, &cpi_name, &vm, &tags).await {
             Ok((answered, disks)) => {
                 out.instances.push((label.clone(), answered));
                 out.disks += disks;
-                let _ = state.record_event(
-                    &Event::new("recover", "instance", &label)
-                        .deployment(deployment)
-                        .context(format!("from VM {} of CPI {cpi_name}{}", vm.vm_cid, if answered { "" } else { " (agent did not answer: dirty)" })),
-                );
+                let _ = state.record_event(&Event::new("recover", "instance", &label).deployment(deployment).context(
+                    format!(
+                        "from VM {} of CPI {cpi_name}{}",
+                        vm.vm_cid,
+                        if answered { "" } else { " (agent did not answer: dirty)" }
+                    ),
+                ));
             }
             Err(e) => out.skipped.push((vm.vm_cid.0.clone(), format!("{e:#}"))),
         }
@@ -203,7 +209,8 @@ async fn recover_one(
                 disks.first().map_or(0, |d| d.size_mb),
                 answer,
             );
-            let state_of = if answer.job_state == JobState::Stopped { InstanceState::Stopped } else { InstanceState::Started };
+            let state_of =
+                if answer.job_state == JobState::Stopped { InstanceState::Stopped } else { InstanceState::Started };
             (Some(spec), state_of, true)
         }
         _ => (None, InstanceState::Started, false),
@@ -278,7 +285,14 @@ mod tests {
         let tags = tags_of(&listing(&full), "demo").unwrap();
         assert_eq!(
             tags,
-            Tags { group: "kv".into(), id: "u1".into(), index: 2, az: Some("z1".into()), bootstrap: true, stemcell: Some("local/1".into()) }
+            Tags {
+                group: "kv".into(),
+                id: "u1".into(),
+                index: 2,
+                az: Some("z1".into()),
+                bootstrap: true,
+                stemcell: Some("local/1".into())
+            }
         );
         assert!(tags_of(&listing(&full), "other").is_none());
         assert!(tags_of(&listing(&full[1..]), "demo").is_none(), "not rosh's");
@@ -301,8 +315,14 @@ mod tests {
             persistent_disks: vec![],
         };
         let networks = BTreeMap::from([
-            ("default".to_string(), NetworkSettings { kind: "manual".into(), ip: Some("127.1.0.5".into()), ..Default::default() }),
-            ("dyn".to_string(), NetworkSettings { kind: "dynamic".into(), ip: Some("127.78.0.9".into()), ..Default::default() }),
+            (
+                "default".to_string(),
+                NetworkSettings { kind: "manual".into(), ip: Some("127.1.0.5".into()), ..Default::default() },
+            ),
+            (
+                "dyn".to_string(),
+                NetworkSettings { kind: "dynamic".into(), ip: Some("127.78.0.9".into()), ..Default::default() },
+            ),
         ]);
         let spec = recovered_spec("local/1", &serde_json::json!({"a": 1}), &networks, 1024, &agent);
         assert_eq!(spec.stemcell, "local/1");

@@ -149,7 +149,10 @@ impl Repairer<'_> {
                     .ok_or_else(|| anyhow!("disk {cid} is no longer in the state"))?;
                 let (_, cpi) = self.cpis.get(Some(&disk.cpi))?;
                 if let Some(vm) = &record.vm {
-                    match cpi.detach_disk(DiskAttachment { vm_cid: Cid(vm.cid.clone()), disk_cid: Cid(cid.to_string()) }).await {
+                    match cpi
+                        .detach_disk(DiskAttachment { vm_cid: Cid(vm.cid.clone()), disk_cid: Cid(cid.to_string()) })
+                        .await
+                    {
                         Ok(()) => {}
                         Err(e) if matches!(e.kind, ErrorKind::DiskNotAttached | ErrorKind::VmNotFound) => {}
                         Err(e) => return Err(e).context("detaching the disk"),
@@ -193,7 +196,8 @@ impl Repairer<'_> {
 
     async fn agent(&self, endpoint_json: &str, booting: bool) -> anyhow::Result<AgentClient> {
         let endpoint: SshEndpoint = serde_json::from_str(endpoint_json).context("the recorded endpoint")?;
-        let reach = if booting { self.reach.clone() } else { Reach { boot_timeout: Duration::ZERO, ..self.reach.clone() } };
+        let reach =
+            if booting { self.reach.clone() } else { Reach { boot_timeout: Duration::ZERO, ..self.reach.clone() } };
         reach.agent(&endpoint).await
     }
 

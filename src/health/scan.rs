@@ -53,7 +53,13 @@ impl Scan {
 }
 
 /// Scans `records` (instances of one deployment).
-pub async fn scan(state: &State, cpis: &CpiSet, key: &DirectorKey, records: &[InstanceRecord], options: ScanOptions) -> anyhow::Result<Scan> {
+pub async fn scan(
+    state: &State,
+    cpis: &CpiSet,
+    key: &DirectorKey,
+    records: &[InstanceRecord],
+    options: ScanOptions,
+) -> anyhow::Result<Scan> {
     // Each CPI's listing once: what exists even when `has_vm` says no (a VM whose agent died).
     let mut listings: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
     for vm in records.iter().filter_map(|r| r.vm.as_ref()) {
@@ -75,7 +81,8 @@ pub async fn scan(state: &State, cpis: &CpiSet, key: &DirectorKey, records: &[In
             .filter(|d| d.instance_uuid.as_deref() == Some(record.uuid.as_str()))
             .map(|d| (d.cid.clone(), d.active))
             .collect();
-        let disk_cpi = disks.iter().find(|d| d.instance_uuid.as_deref() == Some(record.uuid.as_str())).map(|d| d.cpi.clone());
+        let disk_cpi =
+            disks.iter().find(|d| d.instance_uuid.as_deref() == Some(record.uuid.as_str())).map(|d| d.cpi.clone());
         observe(cpis, key, record, mine, disk_cpi, &listings, options)
     }))
     .buffered(options.parallel.max(1))
@@ -111,7 +118,8 @@ async fn observe(
     if let Some(vm) = &record.vm {
         let (_, cpi) = cpis.get(Some(&vm.cpi))?;
         let cid = Cid(vm.cid.clone());
-        obs.has_vm = Some(cpi.has_vm(cid.clone()).await.map_err(|e| anyhow::Error::new(e).context(format!("has_vm {cid}")))?);
+        obs.has_vm =
+            Some(cpi.has_vm(cid.clone()).await.map_err(|e| anyhow::Error::new(e).context(format!("has_vm {cid}")))?);
         obs.listed = listings.get(&vm.cpi).cloned().flatten().map(|set| set.contains(&vm.cid));
         if obs.vm_exists() {
             obs.agent = ask_agent(key, &vm.endpoint_json, options.agent_timeout, obs.started).await;
@@ -154,7 +162,9 @@ pub async fn vm_gone(cpis: &CpiSet, vm: &crate::state::VmRef) -> bool {
 async fn ask_agent(key: &DirectorKey, endpoint_json: &str, timeout: Duration, started: bool) -> AgentObservation {
     let endpoint: SshEndpoint = match serde_json::from_str(endpoint_json) {
         Ok(e) => e,
-        Err(e) => return AgentObservation::Unresponsive { reason: format!("the recorded endpoint does not read: {e}") },
+        Err(e) => {
+            return AgentObservation::Unresponsive { reason: format!("the recorded endpoint does not read: {e}") };
+        }
     };
     let options = ConnectOptions {
         connect_timeout: timeout,
@@ -176,7 +186,10 @@ async fn ask_agent(key: &DirectorKey, endpoint_json: &str, timeout: Duration, st
                     .iter()
                     .filter(|p| p.state != ProcessState::Running)
                     .map(|p| format!("{}/{} {}", p.job, p.name, crate_state_name(p.state)))
-                    .chain((state.job_state == JobState::Failing && state.processes.is_empty()).then(|| "jobs failing".to_string()))
+                    .chain(
+                        (state.job_state == JobState::Failing && state.processes.is_empty())
+                            .then(|| "jobs failing".to_string()),
+                    )
                     .collect()
             } else {
                 Vec::new()

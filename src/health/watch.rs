@@ -119,7 +119,12 @@ async fn one_round(
         ));
         return Ok(Round::Healthy);
     }
-    reporter.note(&format!("{} instance(s) scanned: {} down ({} within the meltdown window)", records.len(), down.len(), recent));
+    reporter.note(&format!(
+        "{} instance(s) scanned: {} down ({} within the meltdown window)",
+        records.len(),
+        down.len(),
+        recent
+    ));
     let event = |action: &str, object: &str, context: String| {
         let _ = state.record_event(&Event::new(action, "instance", object).deployment(deployment).context(context));
     };
@@ -127,7 +132,8 @@ async fn one_round(
     if let Some(m) = meltdown::check(recent, with_vm, &options.meltdown) {
         let why = m.explain(&options.meltdown);
         reporter.note(&why);
-        let _ = state.record_event(&Event::new("meltdown", "deployment", deployment).deployment(deployment).context(why));
+        let _ =
+            state.record_event(&Event::new("meltdown", "deployment", deployment).deployment(deployment).context(why));
         return Ok(Round::Meltdown { down: m.down, total: m.total });
     }
     // A deploy in progress holds the lock: repair nothing this round. The repair itself takes
