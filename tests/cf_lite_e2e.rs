@@ -38,7 +38,15 @@ const INSTANCES: usize = 8;
 const PACKAGES: usize = 10;
 
 fn summary(created: usize, recreated: usize, unchanged: usize, compiled: usize, cached: usize) -> Summary {
-    Summary { created, updated: 0, recreated, deleted: 0, unchanged, packages_compiled: compiled, packages_cached: cached }
+    Summary {
+        created,
+        updated: 0,
+        recreated,
+        deleted: 0,
+        unchanged,
+        packages_compiled: compiled,
+        packages_cached: cached,
+    }
 }
 
 /// `run-errand smoke-tests`, which must pass; answers its output and how long it took.
