@@ -166,6 +166,19 @@ fn each_release_names_the_others_line_and_compat_check_refuses_a_mismatch() {
     assert!(shown.contains("diego-lite/0+dev.2 requires release cf-lite >= 1"), "{shown}");
     assert!(shown.contains("cf-lite/0+dev.1"), "{shown}");
     assert!(d.vm_dirs().is_empty(), "a check makes no VM");
+
+    // The deploy (and its plan) run the same gate before anything is touched: no VM, no
+    // compilation, no stemcell upload to the CPI, no instance record.
+    let plan = d.rosh(&["-d", "cf-lite", "plan", manifest]);
+    assert_eq!(plan.status.code(), Some(1), "{}", String::from_utf8_lossy(&plan.stdout));
+    assert!(String::from_utf8_lossy(&plan.stderr).contains("requires release cf-lite >= 1"), "{plan:?}");
+    let deployed = d.rosh(&["-d", "cf-lite", "deploy", manifest]);
+    let err = String::from_utf8_lossy(&deployed.stderr);
+    assert_eq!(deployed.status.code(), Some(1), "{err}");
+    assert!(err.contains("compatibility check failed") && err.contains("requires release cf-lite >= 1"), "{err}");
+    assert!(d.vm_dirs().is_empty(), "a refused deploy makes no VM");
+    assert!(d.instances("cf-lite").is_empty(), "a refused deploy records no instance");
+    assert!(d.state().compiled_packages().unwrap().is_empty(), "a refused deploy compiles nothing");
 }
 
 #[test]

@@ -18,6 +18,7 @@ use anyhow::{Context, anyhow, bail};
 use rosh_cpi::{Cid, Cpi, CreateStemcell, NetworkSettings};
 
 use super::interpolate::{VarFlags, render_with_store};
+use super::compat::{GateOptions, cpi_infos, gate};
 use super::plan::PlanFlags;
 use super::progress;
 use crate::blobstore::{Blobstore, LocalBlobstore};
@@ -328,7 +329,7 @@ async fn deploy(
         only: None,
         expect,
     };
-    converge(director, &inputs, options, args.plan_flags.allow_unordered_links, reporter, cancel).await
+    converge(director, &inputs, options, args.plan_flags.allow_unordered_links, &args.plan_flags.gate_options(), reporter, cancel).await
 }
 
 /// Refuses a saved plan made from anything other than what the deploy would read now (state,
@@ -405,7 +406,10 @@ pub async fn redeploy_recorded(
     cancel: Arc<AtomicBool>,
 ) -> anyhow::Result<crate::converge::deploy::DeployReport> {
     let inputs = Inputs::recorded(director, name)?;
-    converge(director, &inputs, options, true, reporter, cancel).await
+    // What was deployed is repaired as it was: a compatibility table changed since does not
+    // stop a repair (its findings are still shown).
+    let gate = GateOptions { skip_compat_check: true, tables: Vec::new() };
+    converge(director, &inputs, options, true, &gate, reporter, cancel).await
 }
 
 /// The deploy pipeline once its inputs are read: lock, desired model, checks, compilation,
@@ -415,6 +419,7 @@ async fn converge(
     inputs: &Inputs,
     options: DeployOptions,
     allow_unordered_links: bool,
+    gate_options: &GateOptions,
     reporter: &dyn Reporter,
     cancel: Arc<AtomicBool>,
 ) -> anyhow::Result<crate::converge::deploy::DeployReport> {
@@ -425,6 +430,17 @@ async fn converge(
     check_link_order(&desired, allow_unordered_links)?;
     for warning in &desired.warnings {
         reporter.note(&format!("warning: {warning}"));
+    }
+    // The compatibility gate: before any stemcell upload, compilation or VM.
+    let report = gate(director, &desired, &cpi_infos(&director.cpis()?).await?, gate_options)?;
+    if let Some(message) = report.error_message() {
+        bail!("{message}");
+    }
+    for finding in &report.bypassed {
+        reporter.note(&format!("warning: compatibility (bypassed by --skip-compat-check): {}", finding.message));
+    }
+    for finding in &report.warnings {
+        reporter.note(&format!("warning: compatibility: {}", finding.message));
     }
     let prepared = prepare(director, &desired, &inputs.cloud, reporter).await?;
     let mut deployer =

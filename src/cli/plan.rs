@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow, bail};
 use sha2::Digest;
 
+use super::compat::{GateOptions, cpi_infos, gate};
 use super::deploy::{Director, check_link_order, desire};
 use super::interpolate::{VarFlags, render_with_store};
 use crate::compile;
@@ -64,6 +65,18 @@ pub struct PlanFlags {
     /// Show property values and generated secrets in the diff.
     #[arg(long)]
     pub no_redact: bool,
+    /// Go on when the compatibility check finds errors (they are shown as bypassed).
+    #[arg(long)]
+    pub skip_compat_check: bool,
+    /// A compatibility table merged over the shipped one and the state dir's (repeatable).
+    #[arg(long = "compat-table", value_name = "PATH")]
+    pub compat_tables: Vec<PathBuf>,
+}
+
+impl PlanFlags {
+    pub fn gate_options(&self) -> GateOptions {
+        GateOptions { skip_compat_check: self.skip_compat_check, tables: self.compat_tables.clone() }
+    }
 }
 
 pub fn run(deployment: Option<String>, args: PlanArgs) -> anyhow::Result<ExitCode> {
@@ -103,9 +116,19 @@ pub fn make_plan(director: &Director, expected: Option<&str>, manifest: &Path, f
         state.latest_configs(ConfigKind::Runtime)?.into_iter().map(|c| (c.name, c.content)).collect();
     let runtimes = parse_runtimes(&runtime_texts)?;
 
-    let desired = desire(director, &read.manifest, &cloud, &runtimes)?;
+    let mut desired = desire(director, &read.manifest, &cloud, &runtimes)?;
     check_link_order(&desired, options.allow_unordered_links)?;
     let name = desired.name.clone();
+
+    // The compatibility gate, as deploy runs it (the CPIs are asked for their `info` only).
+    let cpis = director.cpis()?;
+    let infos = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(cpi_infos(&cpis))?;
+    let report = gate(director, &desired, &infos, &options.gate_options())?;
+    if let Some(message) = report.error_message() {
+        bail!("{message}");
+    }
+    desired.warnings.extend(report.bypassed.iter().map(|f| format!("compatibility (bypassed by --skip-compat-check): {}", f.message)));
+    desired.warnings.extend(report.warnings.iter().map(|f| format!("compatibility: {}", f.message)));
 
     // What compiles, and each package's digest where the cache has it (a stand-in otherwise:
     // a package not in the cache is compiled anew, so it differs from what any VM holds).
