@@ -60,6 +60,8 @@ pub async fn scan(
     records: &[InstanceRecord],
     options: ScanOptions,
 ) -> anyhow::Result<Scan> {
+    // Instances the operator told rosh to leave alone (`ignore`) are not judged.
+    let records: Vec<&InstanceRecord> = records.iter().filter(|r| !r.ignore).collect();
     // Each CPI's listing once: what exists even when `has_vm` says no (a VM whose agent died).
     let mut listings: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
     for vm in records.iter().filter_map(|r| r.vm.as_ref()) {
@@ -75,7 +77,7 @@ pub async fn scan(
         listings.insert(vm.cpi.clone(), listed);
     }
     let disks = state.disks(records.first().map(|r| r.deployment.as_str()).unwrap_or_default())?;
-    let observations: Vec<anyhow::Result<Observation>> = futures::stream::iter(records.iter().map(|record| {
+    let observations: Vec<anyhow::Result<Observation>> = futures::stream::iter(records.iter().map(|&record| {
         let mine: Vec<(String, bool)> = disks
             .iter()
             .filter(|d| d.instance_uuid.as_deref() == Some(record.uuid.as_str()))
