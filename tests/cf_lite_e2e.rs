@@ -13,6 +13,10 @@
 //! - Deploying the same manifest again touches nothing and compiles nothing.
 //! - A key written into the database survives `deploy --recreate` (every VM replaced; the
 //!   database's persistent disk is reattached), and the platform passes its smoke test again.
+//! - Upgrading diego-lite: `plan` names only diego-lite's groups (bbs and rep packages), the
+//!   deploy updates the cells one at a time after a canary, and the smoke test passes again.
+//! - Disaster drill: a cell's VM is killed and its directory removed; `cck --report` names it,
+//!   `cck --auto` recreates it, the smoke test passes, the database still holds its data.
 //!
 //! Figures (first deploy with compilation, no-op deploy, smoke test, recreate) are printed; run
 //! with `--nocapture` to see them. Each test has its own state dir and loopback range
@@ -248,14 +252,92 @@ fn cf_lite_deploys_in_one_shot_passes_its_smoke_test_and_keeps_the_database_acro
     let (_, second_smoke) = smoke_test(&d, "after deploy --recreate");
     d.assert_no_orphans(&[DEPLOYMENT], "after the recreate and the smoke tests");
 
+    // 5. Upgrade diego-lite (the Diego team's new rep and bbs): the plan names only the
+    // diego-lite groups, with the packages and jobs that changed; the deploy updates the cells
+    // one at a time after a canary, and the platform passes its smoke test again.
+    let source = d.copy_release("diego-lite");
+    for program in ["src/rep/rep.py", "src/bbs/bbs.py"] {
+        let path = source.join(program);
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, format!("{text}\n# diego-lite upgrade\n")).unwrap();
+    }
+    d.upload_release(&source);
+    let file = d.write("cf-lite-upgrade.yml", &manifest.text());
+    let planned = d.ok(&["-d", DEPLOYMENT, "plan", file.to_str().unwrap(), "--json"]);
+    let planned: serde_json::Value = serde_json::from_str(&planned).unwrap();
+    for p in planned["instances"].as_array().unwrap() {
+        let group = p["group"].as_str().unwrap();
+        let reasons = p["reasons"].to_string();
+        match group {
+            "diego-api" => {
+                assert_eq!(p["action"], "update", "{p}");
+                assert!(reasons.contains("packages_changed") && reasons.contains("bbs"), "{p}");
+            }
+            "diego-cell" => {
+                assert_eq!(p["action"], "update", "{p}");
+                assert!(reasons.contains("packages_changed") && reasons.contains("rep"), "{p}");
+            }
+            _ => assert_eq!(p["action"], "no_op", "only diego-lite's groups change: {p}"),
+        }
+    }
+    let cells = planned["order"].as_array().unwrap().iter().flat_map(|batch| batch.as_array().unwrap()).find(|g| g["name"] == "diego-cell").unwrap().clone();
+    assert_eq!((cells["canaries"].as_u64(), cells["max_in_flight"].as_u64(), cells["changing"].as_u64()), (Some(1), Some(1), Some(2)));
+    assert!(planned["made_from"]["releases"].to_string().contains("diego-lite/0+dev.2"), "{}", planned["made_from"]);
+    assert_eq!(planned["summary"]["compile"], 2, "bbs and rep compile: {}", planned["compile"]);
+
+    let started = Instant::now();
+    let upgraded = d.deploy(DEPLOYMENT, &manifest, "cf-lite-upgrade.yml", &[]);
+    let upgrade_deploy = started.elapsed();
+    let report = upgraded.expect_ok();
+    assert_eq!((report.updated, report.unchanged, report.packages_compiled), (3, INSTANCES - 3, 2), "{report:?}");
+    // The cells: the canary finishes before the other one starts.
+    let events: Vec<serde_json::Value> = upgraded.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let cell_tasks: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["task"].as_str().is_some_and(|t| t.starts_with("diego-cell/"))).collect();
+    let first_cell = cell_tasks[0]["task"].as_str().unwrap();
+    assert!(cell_tasks[0]["step"].as_str().unwrap().contains("canary"), "{:?}", cell_tasks[0]);
+    let canary_done = cell_tasks.iter().position(|e| e["event"] == "finished" && e["task"] == first_cell).unwrap();
+    let second_starts = cell_tasks.iter().position(|e| e["task"] != first_cell).unwrap();
+    assert!(canary_done < second_starts, "the second cell started before the canary finished:\n{}", upgraded.stdout);
+    smoke_test(&d, "after the diego-lite upgrade");
+
+    // 6. Disaster drill: a cell's VM dies (its agent and everything on it killed, its directory
+    // gone). cck names it, `cck --auto` recreates it, and the platform answers again; the
+    // database still holds its data.
+    let cell = d.group(DEPLOYMENT, "diego-cell").remove(0);
+    let cid = cell.vm.as_ref().unwrap().cid.clone();
+    let pid = d.agent_pid(&cid).expect("the cell's agent runs");
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    fs::remove_dir_all(d.vms_dir().join(&cid)).unwrap();
+    let report = d.rosh(&["-d", DEPLOYMENT, "cck", "--report"]);
+    let shown = String::from_utf8_lossy(&report.stdout).into_owned();
+    assert_eq!(report.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("missing") && shown.contains(&cell.uuid), "{shown}");
+    let started = Instant::now();
+    d.ok(&["-d", DEPLOYMENT, "cck", "--auto"]);
+    let cck_repair = started.elapsed();
+    let repaired = d.group(DEPLOYMENT, "diego-cell").into_iter().find(|r| r.uuid == cell.uuid).unwrap();
+    assert_ne!(repaired.vm.as_ref().unwrap().cid, cid, "the cell got a new VM");
+    d.assert_running(&repaired);
+    let clean = d.rosh(&["-d", DEPLOYMENT, "cck", "--report"]);
+    assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stdout));
+    smoke_test(&d, "after cck --auto");
+    let db = d.group(DEPLOYMENT, "database").remove(0);
+    let (status, body) = http_request(&ip_of(&db), 5524, "GET", "/v1/keys/drill", auth, b"").unwrap();
+    assert_eq!((status, body.as_str()), (200, "written before --recreate"), "the key survived the drill");
+    d.assert_no_orphans(&[DEPLOYMENT], "after the disaster drill");
+
     println!(
         "cf-lite figures: setup (stemcell + 2 releases) {:.1}s; first deploy (compile included) {:.1}s; \
-         no-op deploy {:.2}s; smoke test {:.1}s; deploy --recreate {:.1}s; smoke test after it {:.1}s",
+         no-op deploy {:.2}s; smoke test {:.1}s; deploy --recreate {:.1}s; smoke test after it {:.1}s; \
+         diego-lite upgrade {:.1}s; cck --auto of a dead cell {:.1}s",
         setup.as_secs_f64(),
         first_deploy.as_secs_f64(),
         noop_deploy.as_secs_f64(),
         first_smoke.as_secs_f64(),
         recreate_deploy.as_secs_f64(),
         second_smoke.as_secs_f64(),
+        upgrade_deploy.as_secs_f64(),
+        cck_repair.as_secs_f64(),
     );
 }
