@@ -2,9 +2,11 @@
 //! terminal: a SIGKILLed agent rebooted (`unresponsive_agent=reboot`: the local CPI's reboot_vm
 //! restarts the agent on the same VM), a lost VM's reference deleted (`missing_vm=
 //! delete_reference`: the instance stays, without a VM, until `deploy` makes one), and an
-//! inactive disk activated by the operator answering the prompt on a pseudo-terminal.
+//! inactive disk activated by the operator answering the prompt on a pseudo-terminal. And a
+//! disk deleted from the cloud behind rosh's back: reported missing, its reference deleted (the
+//! agent forgets it too), the next deploy gives the instance a new one.
 //!
-//! Loopback range 127.174.0.0/16.
+//! Loopback ranges 127.174.0.0/16 and 127.177.0.0/16.
 
 mod common;
 mod deploy_support;
@@ -103,4 +105,49 @@ fn chosen_resolutions_reboot_delete_a_reference_and_ask_on_a_terminal() {
     assert_eq!(web1.uuid, web[1].uuid, "the same instance gets the new VM");
     d.assert_running(web1);
     d.assert_no_orphans(&["demo"], "after the resolutions and a deploy");
+}
+
+/// A persistent disk deleted from the cloud behind rosh's back: cck reports it missing, its
+/// reference is deleted (the default), and the next deploy gives the instance a new disk.
+#[test]
+fn a_disk_deleted_behind_roshs_back_is_reported_missing_and_its_reference_deleted() {
+    use rosh_cpi::{Cid, Cpi, DiskAttachment};
+    let d = Director::new(177);
+    let mut m = d.demo();
+    m.watch_times("500-5000", "500-5000");
+    d.deploy("demo", &m, "demo.yml", &[]).expect_ok();
+    let kv = d.group("demo", "kv")[0].clone();
+    let disk = d.state().instance_disk("demo", &kv.uuid).unwrap().unwrap().cid;
+    let cpi = rosh_cpi_local::LocalCpi::new(rosh_cpi_local::LocalConfig::new(
+        d.state_dir.join("cpi/local"),
+        deploy_support::ROSH,
+    ))
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let vm_cid = Cid(kv.vm.as_ref().unwrap().cid.clone());
+        cpi.detach_disk(DiskAttachment { vm_cid, disk_cid: Cid(disk.clone()) }).await.unwrap();
+        cpi.delete_disk(Cid(disk.clone())).await.unwrap();
+    });
+
+    let out = d.rosh(&["-d", "demo", "cck", "--report", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let missing: Vec<&serde_json::Value> =
+        doc["problems"].as_array().unwrap().iter().filter(|p| p["kind"] == "missing_disk").collect();
+    assert_eq!(missing.len(), 1, "{doc:#}");
+    assert_eq!(missing[0]["disk_cid"], disk.as_str());
+    assert_eq!(missing[0]["instance"], kv.label().as_str());
+
+    let fixed = d.rosh(&["-d", "demo", "cck", "--auto"]);
+    assert!(fixed.status.success(), "{}", String::from_utf8_lossy(&fixed.stdout));
+    assert!(d.state().disks("demo").unwrap().iter().all(|r| r.cid != disk), "the reference is deleted");
+
+    let summary = d.deploy("demo", &m, "demo.yml", &[]).expect_ok();
+    assert_eq!(summary.created, 0, "{summary:?}");
+    let new_disk = d.state().instance_disk("demo", &kv.uuid).unwrap().expect("kv has a disk again").cid;
+    assert_ne!(new_disk, disk);
+    let report = d.rosh(&["-d", "demo", "cck", "--report"]);
+    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stdout));
+    assert_eq!(d.agent_state(&d.group("demo", "kv")[0]).persistent_disks, [new_disk]);
 }

@@ -124,6 +124,16 @@ impl Repairer<'_> {
             }
             (ProblemKind::MissingDisk, Resolution::DeleteReference) => {
                 let cid = problem.disk_cid.as_deref().ok_or_else(|| anyhow!("no disk named"))?;
+                // The agent forgets it too (best effort: the VM may be down), so it does not
+                // report a disk nobody has.
+                if let Some(vm) = &record.vm
+                    && let Ok(Ok(agent)) =
+                        tokio::time::timeout(Duration::from_secs(15), self.agent(&vm.endpoint_json, false)).await
+                {
+                    let _ = agent
+                        .unmount_disk(&MountDisk { disk_id: cid.to_string(), hint: serde_json::Value::Null })
+                        .await;
+                }
                 self.state.delete_disk_record(cid)?;
                 Ok(())
             }
