@@ -330,3 +330,37 @@ fn state_side_reasons_and_saved_plans() {
     assert_eq!(deployed.packages_compiled as u64, promised["summary"]["compile"].as_u64().unwrap());
     expect(&plan(&d, &pinned, &[]), UNCHANGED, "after applying the plan");
 }
+
+#[test]
+fn a_consumer_before_its_provider_is_refused_unless_allowed_and_update_order_links_reorders() {
+    let d = Director::new(203);
+    // web (consumes kv) listed before kv.
+    let mut m = quick_demo(&d);
+    let groups = m.0["instance_groups"].as_sequence_mut().unwrap();
+    groups.swap(0, 1);
+    let path = d.write("web-first.yml", &m.text());
+    let refused = d.rosh(&["-d", "demo", "plan", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("web consumes kv from kv, which updates after it") && err.contains("--allow-unordered-links"), "{err}");
+    let deploy = d.rosh(&["-d", "demo", "deploy", path.to_str().unwrap()]);
+    assert_eq!(deploy.status.code(), Some(1));
+    assert!(d.vm_dirs().is_empty(), "the refused deploy made no VM");
+
+    let order = |plan: &Json| -> Vec<String> {
+        plan["order"].as_array().unwrap().iter().map(|b| b[0]["name"].as_str().unwrap().to_string()).collect()
+    };
+    let allowed = plan(&d, &m, &["--allow-unordered-links"]);
+    assert_eq!(order(&allowed), ["web", "kv"], "allowed: the manifest's order is kept");
+
+    m.0["update"]["order"] = yaml("links");
+    let by_links = plan(&d, &m, &[]);
+    assert_eq!(order(&by_links), ["kv", "web"], "update.order: links puts the provider first");
+
+    m.0["update"]["order"] = yaml("alphabetical");
+    let path = d.write("bad-order.yml", &m.text());
+    let bad = d.rosh(&["-d", "demo", "plan", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(err.contains("update.order") && err.contains("manifest, links"), "{err}");
+}

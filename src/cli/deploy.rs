@@ -28,7 +28,7 @@ use crate::converge::deploy::{CompiledByGroup, CpiSet, DeployOptions, Deployer};
 use crate::converge::report::Reporter;
 use crate::converge::vm::Reach;
 use crate::manifest::model::cpi_config::CpiConfig;
-use crate::manifest::model::{CloudConfig, Deployment, Param, RuntimeConfig};
+use crate::manifest::model::{CloudConfig, Deployment, Param, RuntimeConfig, UpdateOrder};
 use crate::manifest::yaml::{self, Value};
 use crate::plan::desired::DesiredDeployment;
 use crate::ssh::agent_client::AgentBinary;
@@ -500,9 +500,18 @@ pub fn desire(director: &Director, manifest: &Deployment, cloud: &CloudConfig, r
         reserved_elsewhere: &elsewhere,
         new_id: &new_id,
     };
-    crate::plan::build::build(&input).map_err(|problems| {
+    let mut desired = crate::plan::build::build(&input).map_err(|problems| {
         anyhow!("{}: {}", manifest.name, problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))
-    })
+    })?;
+    // `update.order: links`: the groups in the link graph's order instead of the manifest's.
+    let by_links = manifest.update.as_ref().and_then(|u| u.order.as_ref()) == Some(&Param::Literal(UpdateOrder::Links));
+    if by_links {
+        let order = crate::plan::graph::LinkGraph::new(&desired)
+            .order_by_links(&desired.groups)
+            .map_err(|cycle| anyhow!("{}: update.order: links: the required links form a cycle: {cycle}", manifest.name))?;
+        desired.groups.sort_by_key(|g| order.iter().position(|name| name == &g.name));
+    }
+    Ok(desired)
 }
 
 /// Refuses an update order in which a group would start before the group providing a link it

@@ -66,6 +66,8 @@ pub struct RawUpdate {
     pub serial: Option<Raw<Flag>>,
     pub vm_strategy: Option<Raw<String>>,
     pub initial_deploy_az_update_strategy: Option<Raw<String>>,
+    /// rosh's own: `links` orders instance groups by the link graph.
+    pub order: Option<Raw<String>>,
     #[serde(flatten)]
     pub unknown: Mapping,
 }
@@ -200,6 +202,16 @@ pub struct Update {
     pub serial: Option<Param<bool>>,
     pub vm_strategy: Option<Param<VmStrategy>>,
     pub initial_deploy_az_update_strategy: Option<Param<AzUpdateStrategy>>,
+    /// `manifest` (BOSH's: instance groups in manifest order) or `links` (rosh: every group
+    /// after the groups providing the links it requires). Only the deployment's `update` says.
+    pub order: Option<Param<UpdateOrder>>,
+}
+
+/// The order instance groups update in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpdateOrder {
+    Manifest,
+    Links,
 }
 
 /// `canaries` / `max_in_flight`: a number of instances or a percentage of the group.
@@ -475,6 +487,7 @@ fn read_update(r: &mut Reader, raw: Option<Raw<RawUpdate>>, at: &YamlPath) -> Op
             "initial_deploy_az_update_strategy",
             &[("serial", AzUpdateStrategy::Serial), ("parallel", AzUpdateStrategy::Parallel)],
         ),
+        order: choice(r, raw.order, at.key("order"), "order", &[("manifest", UpdateOrder::Manifest), ("links", UpdateOrder::Links)]),
     })
 }
 

@@ -36,7 +36,7 @@ pub use common::{
 pub use deployment::{
     Amount, AzUpdateStrategy, DefaultFor, Deployment, Features, InstanceGroup, MigratedFrom, NetworkRef,
     PersistentDisk, RawDeployment, RawFeatures, RawInstanceGroup, RawMigratedFrom, RawNetworkRef, RawPersistentDisk,
-    RawStemcell, RawUpdate, RawVmResources, Stemcell, Update, VmResources, VmStrategy, WatchTime,
+    RawStemcell, RawUpdate, RawVmResources, Stemcell, Update, UpdateOrder, VmResources, VmStrategy, WatchTime,
 };
 pub use param::{Param, has_var};
 pub use problem::{Document, Item, Loaded, ModelError, Outcome, Problem, ProblemKind};
