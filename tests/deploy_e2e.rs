@@ -15,8 +15,10 @@
 //! - Crash safety: deploys SIGKILLed at random points (seeded; the seed is printed, and
 //!   `ROSH_E2E_SEED` repeats a run) always converge on the next deploy, with no orphan VM either
 //!   way.
+//! - Ctrl-C: the instance being converged finishes, nothing new starts, the exit code is 130,
+//!   and the next deploy picks up where it stopped.
 //!
-//! Each test has its own state dir and loopback range (`127.<151..159>.0.0/16`); the watch times
+//! Each test has its own state dir and loopback range (`127.<151..162>.0.0/16`); the watch times
 //! of the copied manifests are lowered to keep the file fast.
 
 mod common;
@@ -620,4 +622,39 @@ fn crash_safety_deploys_killed_at_random_points_converge_on_the_next_deploy_with
         current = target;
     }
     println!("{}", log.join("\n"));
+}
+
+#[test]
+fn ctrl_c_lets_the_running_instance_finish_starts_nothing_new_and_exits_130() {
+    let d = Director::new(162);
+    let manifest = quick_demo(&d);
+    let (mut deploy, events) = d.spawn_deploy_events("demo", &manifest, "demo.yml");
+    let child = deploy.0.as_mut().expect("the deploy runs");
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    let mut interrupted = false;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(events)) {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap_or_default();
+        // Ctrl-C while kv's canary is being created.
+        if !interrupted && event["event"] == "step" && event["task"].as_str().is_some_and(|t| t.starts_with("kv/")) {
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            interrupted = true;
+        }
+        seen.push(event);
+    }
+    let status = child.wait().unwrap();
+    assert!(interrupted, "the deploy never reached kv: {seen:?}");
+    assert_eq!(status.code(), Some(130), "{seen:?}");
+    // kv, already being converged, finished; web was never started.
+    assert!(seen.iter().any(|e| e["event"] == "finished" && e["task"].as_str().is_some_and(|t| t.starts_with("kv/")) && e["ok"] == true), "{seen:?}");
+    assert!(!seen.iter().any(|e| e["task"].as_str().is_some_and(|t| t.starts_with("web/"))), "web was started: {seen:?}");
+    let kv = d.group("demo", "kv");
+    assert_eq!(kv.len(), 1);
+    assert!(!kv[0].dirty, "kv finished converging before the deploy stopped");
+    d.assert_running(&kv[0]);
+    assert!(d.group("demo", "web").iter().all(|r| r.vm.is_none()), "no web VM was made");
+
+    // The next deploy picks up where it stopped.
+    let report = d.deploy("demo", &manifest, "demo.yml", &[]).expect_ok();
+    assert_eq!((report.created, report.unchanged, report.packages_compiled), (2, 1, 0), "{report:?}");
+    d.assert_no_orphans(&["demo"], "after an interrupted deploy and the next one");
 }
