@@ -134,10 +134,12 @@ pub async fn recover(
             Err(e) => return Err(anyhow::Error::new(e).context(format!("listing the VMs of CPI {cpi_name}"))),
         }
     }
-    // Two VMs claiming one instance (a crash between create and record): the newest wins.
+    // Two VMs tagged as one instance (the local CPI replaces a VM of the same agent id, other
+    // clouds may keep both): which one converged cannot be told from the tags, so the first by
+    // cid is taken, the other reported, and the operator decides.
     found.sort_by(|a, b| (&a.2.group, a.2.index, &a.1.vm_cid).cmp(&(&b.2.group, b.2.index, &b.1.vm_cid)));
     let mut seen = BTreeSet::new();
-    for (cpi_name, vm, tags) in found.into_iter().rev() {
+    for (cpi_name, vm, tags) in found {
         let label = format!("{}/{}", tags.group, tags.id);
         if !seen.insert(tags.id.clone()) {
             out.skipped.push((vm.vm_cid.0.clone(), format!("another VM is also tagged as {label}")));
@@ -226,7 +228,10 @@ async fn recover_one(
         // No readable spec: the next deploy replaces the VM.
         dirty: applied.is_none(),
         ignore: false,
-        vm: Some(VmRef::new(vm.vm_cid.0.clone(), cpi_name, serde_json::to_string(&endpoint)?)),
+        vm: Some(VmRef {
+            created_at: rfc3339(record.created_at),
+            ..VmRef::new(vm.vm_cid.0.clone(), cpi_name, serde_json::to_string(&endpoint)?)
+        }),
         applied_json: applied.as_ref().map(serde_json::to_string).transpose()?,
         applied_digest: applied.as_ref().map(InstanceSpec::digest),
         ips,
@@ -237,6 +242,23 @@ async fn recover_one(
         state.record_disk(disk)?;
     }
     Ok((answered, disks.len()))
+}
+
+/// Seconds since the epoch as the state writes times (RFC 3339, UTC); empty
+/// (stamped when recorded) if out of range.
+fn rfc3339(secs: u64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(secs as i64) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => String::new(),
+    }
 }
 
 /// The agent's state, or `None` when it does not answer within a few seconds.
@@ -332,5 +354,11 @@ mod tests {
         assert_eq!(spec.jobs["web"], "j1");
         assert_eq!(spec.persistent_disk_mb, 1024);
         assert_eq!(spec.env, serde_json::json!({}));
+    }
+
+    #[test]
+    fn vm_creation_times_read_as_the_state_writes_them() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_796_130_000), "2026-12-01T13:00:00Z");
     }
 }
