@@ -312,3 +312,96 @@ fn the_real_package_graphs_are_ordered_and_compile_once_per_stemcell() {
         distinct.len()
     );
 }
+
+/// `rosh plan` itself, through the binary: of cf-deployment v44.5.0 on a fresh director (every
+/// instance created, every package compiled), then on the same director with cf recorded as
+/// deployed (nothing to do: the specs plan computes are those a deploy applies), then with a new
+/// stemcell uploaded and pinned (every VM recreated naming both versions, every package
+/// compiled again for it). The real manifest has two consumers in `serial: true` groups ahead of
+/// their providers (singleton-blobstore ← api's directories_to_backup, api's routing-api ←
+/// router's gorouter), which rosh refuses by default; `update.order: links` plans it in the
+/// link graph's order with no flag.
+#[test]
+fn rosh_plan_of_v44_5_fresh_deployed_and_with_a_new_stemcell() {
+    let root = tempfile::Builder::new().prefix("rosh-cf-plan-").tempdir().unwrap();
+    let f = CfFixture::build(root.path());
+    let order_links = root.path().join("order-links.yml");
+    std::fs::write(&order_links, "- type: replace\n  path: /update/order?\n  value: links\n").unwrap();
+    let plan = |extra: &[&str]| -> serde_json::Value {
+        let mut args: Vec<String> = vec!["-d".into(), "cf".into(), "plan".into(), cf_manifest().display().to_string()];
+        args.extend(f.interpolate_args(&[order_links.clone()]));
+        args.extend(["-l".into(), f.vars_store.display().to_string(), "--json".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        serde_json::from_str(&rosh_ok(&f.state_dir, &f.root, &args)).expect("plan --json")
+    };
+    let count = |plan: &serde_json::Value, action: &str| plan["instances"].as_array().unwrap().iter().filter(|p| p["action"] == action).count();
+
+    // Without update.order: links, the manifest's own order is refused naming both pairs.
+    let mut args: Vec<String> = vec!["-d".into(), "cf".into(), "plan".into(), cf_manifest().display().to_string()];
+    args.extend(f.interpolate_args(&[]));
+    args.extend(["-l".into(), f.vars_store.display().to_string(), "--cloud-config".into(), f.cloud_config.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = rosh(&f.state_dir, &f.root, &args);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(err.contains("consumes gorouter from router") && err.contains("consumes directories_to_backup from api"), "{err}");
+
+    let cloud = f.cloud_config.display().to_string();
+    let fresh = plan(&["--cloud-config", &cloud]);
+    let instances = fresh["instances"].as_array().unwrap().len();
+    eprintln!(
+        "rosh plan of cf-deployment v44.5.0 (fresh): {instances} instances ({} to create), {} packages to compile, {} batches",
+        count(&fresh, "create"),
+        fresh["summary"]["compile"],
+        fresh["order"].as_array().unwrap().len()
+    );
+    assert_eq!(count(&fresh, "create"), instances);
+    assert_eq!(fresh["summary"]["compile"], 72, "the distinct packages of the real specs");
+    // In link order every required provider's group comes before its consumers.
+    // (Errand groups are not in the update order: they run on demand.)
+    let position = |name: &str| fresh["order"].as_array().unwrap().iter().position(|b| b.as_array().unwrap().iter().any(|g| g["name"] == name));
+    let mut checked = 0;
+    for link in fresh["links"].as_array().unwrap().iter().filter(|l| l["optional"] == false) {
+        let (c, p) = (link["consumer"].as_str().unwrap(), link["provider"].as_str().unwrap());
+        if let (Some(pc), Some(pp)) = (position(c), position(p)) {
+            assert!(pp <= pc, "{c} consumes {} from {p} but updates first", link["link"]);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "only {checked} required links between service groups");
+    // The two pairs the manifest's own order had the wrong way round.
+    assert!(position("router") < position("api") && position("api") < position("singleton-blobstore"), "{}", fresh["order"]);
+
+    f.record_as_deployed();
+    let same = plan(&[]);
+    assert_eq!(count(&same, "no_op"), instances, "{}", serde_json::to_string_pretty(&same["instances"]).unwrap());
+    assert_eq!(same["summary"]["compile"], 0);
+
+    // A new stemcell.
+    let current = f.desired().unwrap().stemcells[0].version.clone();
+    let next = format!("{current}1");
+    let definition = root.path().join("stemcell-next.yml");
+    std::fs::write(
+        &definition,
+        format!("name: bosh-local-{{operating_system}}\nversion: \"{next}\"\napi_version: 3\nstemcell_formats: [local]\ncloud_properties: {{infrastructure: local}}\ntools: [sh]\n"),
+    )
+    .unwrap();
+    let tarball = root.path().join("stemcell-next.tgz");
+    rosh_ok(&f.state_dir, &f.root, &["create-stemcell", "--local", "--definition", definition.to_str().unwrap(), "--tarball", tarball.to_str().unwrap()]);
+    rosh_ok(&f.state_dir, &f.root, &["upload-stemcell", tarball.to_str().unwrap()]);
+    let pin = root.path().join("pin-stemcell.yml");
+    std::fs::write(&pin, format!("- type: replace\n  path: /stemcells/alias=default/version\n  value: \"{next}\"\n")).unwrap();
+    let pin = pin.display().to_string();
+    let upgraded = plan(&["-o", &pin]);
+    assert_eq!(count(&upgraded, "recreate"), instances);
+    for p in upgraded["instances"].as_array().unwrap() {
+        let reasons = p["reasons"].as_array().unwrap();
+        assert!(
+            reasons.iter().any(|r| r["reason"] == "stemcell_changed" && r["to"].as_str().unwrap().ends_with(&format!("/{next}"))),
+            "{p}"
+        );
+    }
+    assert_eq!(upgraded["summary"]["compile"], 72, "every package compiles for the new stemcell");
+    eprintln!("rosh plan with a new stemcell: {} recreate, {} packages to compile", count(&upgraded, "recreate"), upgraded["summary"]["compile"]);
+}

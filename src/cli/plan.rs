@@ -133,16 +133,19 @@ pub fn make_plan(director: &Director, expected: Option<&str>, manifest: &Path, f
     // What compiles, and each package's digest where the cache has it (a stand-in otherwise:
     // a package not in the cache is compiled anew, so it differs from what any VM holds).
     let mut compile_list: Vec<CompileItem> = Vec::new();
+    let mut seen_keys = std::collections::BTreeSet::new();
     let mut digests: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for group in &desired.groups {
         let stemcell = format!("{}/{}", group.stemcell.os, group.stemcell.version);
         let mut mine = BTreeMap::new();
-        for (package, found) in compile::cached(state, &group.packages, &group.stemcell.os, &group.stemcell.version)? {
+        for compile::CacheEntry { package, key, found } in compile::cached(state, &group.packages, &group.stemcell.os, &group.stemcell.version)? {
             let digest = match &found {
                 Some(record) => record.blob_sha256.clone(),
                 None => format!("to-compile:{}", package.fingerprint),
             };
-            mine.insert(package.name.clone(), digest);
+            if group.runtime_packages().any(|p| p == &package) {
+                mine.insert(package.name.clone(), digest);
+            }
             let item = CompileItem {
                 release: package.release.clone(),
                 package: package.name.clone(),
@@ -150,7 +153,8 @@ pub fn make_plan(director: &Director, expected: Option<&str>, manifest: &Path, f
                 stemcell: stemcell.clone(),
                 cached: found.is_some(),
             };
-            if !compile_list.contains(&item) {
+            // One compilation per cache key, whichever release (or group) names the package.
+            if seen_keys.insert(key) {
                 compile_list.push(item);
             }
         }

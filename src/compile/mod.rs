@@ -77,9 +77,18 @@ pub fn dependency_key(package: &PackageRef, all: &BTreeMap<String, PackageRef>) 
     Ok(seen.into_iter().collect::<Vec<_>>().join(","))
 }
 
+/// One package's place in the compiled-package cache.
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    pub package: PackageRef,
+    pub key: CompiledKey,
+    /// The cached build, or `None` where it would be compiled.
+    pub found: Option<CompiledPackageRecord>,
+}
+
 /// What the compiled-package cache holds for each of `packages` (a group's closure) on a
-/// stemcell of `os`/`version`: its record, or `None` where it would be compiled. Reads only.
-pub fn cached(state: &State, packages: &[PackageRef], os: &str, version: &str) -> anyhow::Result<Vec<(PackageRef, Option<CompiledPackageRecord>)>> {
+/// stemcell of `os`/`version`. Reads only.
+pub fn cached(state: &State, packages: &[PackageRef], os: &str, version: &str) -> anyhow::Result<Vec<CacheEntry>> {
     let mut by_release: BTreeMap<&str, BTreeMap<String, PackageRef>> = BTreeMap::new();
     for p in packages {
         by_release.entry(p.release.as_str()).or_default().insert(p.name.clone(), p.clone());
@@ -94,7 +103,8 @@ pub fn cached(state: &State, packages: &[PackageRef], os: &str, version: &str) -
                 stemcell_version: version.to_string(),
                 dependency_key: dependency_key(p, &by_release[p.release.as_str()])?,
             };
-            Ok((p.clone(), state.compiled_package(&key)?))
+            let found = state.compiled_package(&key)?;
+            Ok(CacheEntry { package: p.clone(), key, found })
         })
         .collect()
 }

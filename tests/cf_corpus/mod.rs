@@ -294,8 +294,23 @@ pub fn build_source(release: &CorpusRelease, to: &Path) {
     }
     for job in release.jobs.keys() {
         let spec_path = release.dir.join("jobs").join(job).join("spec");
-        let text = std::fs::read_to_string(&spec_path).unwrap();
-        let spec = read_yaml(&spec_path);
+        let mut text = std::fs::read_to_string(&spec_path).unwrap();
+        let mut spec = read_yaml(&spec_path);
+        // rosh renders handlebars, not ERB: the (empty) templates are renamed `.hbs`, keeping
+        // their destinations, so instances render as a deployed VM's would.
+        if let Some(templates) = spec["templates"].as_mapping_mut()
+            && templates.keys().any(|k| k.as_str().is_some_and(|k| k.ends_with(".erb")))
+        {
+            let renamed: serde_yaml_ng::Mapping = templates
+                .iter()
+                .map(|(k, v)| {
+                    let k = k.as_str().unwrap();
+                    (Value::String(k.strip_suffix(".erb").map_or(k.to_string(), |base| format!("{base}.hbs"))), v.clone())
+                })
+                .collect();
+            *templates = renamed;
+            text = serde_yaml_ng::to_string(&spec).unwrap();
+        }
         let dir = to.join("jobs").join(job);
         write(&dir.join("spec"), &text);
         write(&dir.join("monit"), "");
@@ -548,6 +563,101 @@ impl CfFixture {
     pub fn desired(&self) -> anyhow::Result<DesiredDeployment> {
         self.desired_with(&self.director(), &[])
     }
+
+    /// Records cf as deployed in the fixture's state, without making VMs (CF's jobs here have
+    /// empty templates and could not run): the cloud config stored, every package of the
+    /// stemcell in the compiled-package cache (a stand-in blob digest), every instance with a
+    /// VM record and exactly the spec a deploy would have applied to it (rendered by the same
+    /// code), its IPs and persistent disk, and the manifest as deployed. This is everything
+    /// `rosh plan` reads of a deployed deployment.
+    pub fn record_as_deployed(&self) {
+        use rosh::state::{CompiledPackageRecord, DiskRecord, InstanceRecord, InstanceState, VmRef};
+        rosh_ok(&self.state_dir, &self.root, &["update-cloud-config", path(&self.cloud_config)]);
+        let director = self.director();
+        let state = &director.state;
+        let (doc, manifest) = read_manifest(&director, &cf_manifest(), &self.flags(&[]), Some("cf")).unwrap();
+        let (cloud, cloud_id) = cloud_config(&director, None).unwrap();
+        let desired = desire(&director, &manifest, &cloud, &[]).unwrap();
+        let renderer = rosh::converge::spec::SpecRenderer::new(&director.blobs);
+        for group in &desired.groups {
+            let entries = rosh::compile::cached(state, &group.packages, &group.stemcell.os, &group.stemcell.version).unwrap();
+            let mut digests = BTreeMap::new();
+            for entry in entries {
+                let digest = match entry.found {
+                    Some(record) => record.blob_sha256,
+                    None => {
+                        // A stand-in for the compiled blob: unique per cache key.
+                        let digest = sha256_of(&format!("{:?}", entry.key));
+                        state
+                            .record_compiled_package(&CompiledPackageRecord {
+                                key: entry.key.clone(),
+                                blob_sha256: digest.clone(),
+                                sha1: "0".repeat(40),
+                                size: 1,
+                                created_at: String::new(),
+                            })
+                            .unwrap();
+                        digest
+                    }
+                };
+                if group.runtime_packages().any(|p| p == &entry.package) {
+                    digests.insert(entry.package.name.clone(), digest);
+                }
+            }
+            if group.lifecycle != rosh::plan::desired::GroupLifecycle::Service {
+                continue;
+            }
+            for instance in &group.instances {
+                let record = InstanceRecord {
+                    deployment: desired.name.clone(),
+                    group: group.name.clone(),
+                    index: instance.index,
+                    uuid: instance.id.clone(),
+                    az: instance.az.clone(),
+                    bootstrap: instance.bootstrap,
+                    state: InstanceState::Started,
+                    ..InstanceRecord::default()
+                };
+                state.upsert_instance(&record).unwrap();
+                let ips = instance.networks.iter().filter_map(|n| Some((n.name.clone(), n.ip.clone()?))).collect();
+                state.set_instance_ips(&desired.name, &instance.id, &ips).unwrap();
+                let root = format!("/nonexistent/cf-vms/{}", instance.id);
+                let endpoint = serde_json::json!({
+                    "host": instance.address().unwrap_or("127.0.0.1"), "port": 22, "user": "vcap",
+                    "host_public_key": "ssh-ed25519 AAAA", "agent_command": "rosh-agent", "root": root,
+                });
+                let vm = VmRef::new(format!("vm-{}", instance.id), "local", endpoint.to_string());
+                state.set_instance_vm(&desired.name, &instance.id, Some(vm), false).unwrap();
+                if let Some(disk) = &group.persistent_disk {
+                    state
+                        .record_disk(&DiskRecord {
+                            cid: format!("disk-{}", instance.id),
+                            cpi: "local".into(),
+                            deployment: desired.name.clone(),
+                            instance_uuid: Some(instance.id.clone()),
+                            size_mb: disk.size_mb,
+                            cloud_properties_json: disk.cloud_properties.to_string(),
+                            active: true,
+                            created_at: String::new(),
+                            orphaned_at: None,
+                        })
+                        .unwrap();
+                }
+                let spec = renderer.render(&desired, group, instance, digests.clone(), &root).unwrap().spec;
+                state
+                    .set_instance_applied(&desired.name, &instance.id, &serde_json::to_string(&spec).unwrap(), &spec.digest(), InstanceState::Started)
+                    .unwrap();
+            }
+        }
+        let stemcells: Vec<(String, String)> = desired.stemcells.iter().map(|s| (s.name.clone(), s.version.clone())).collect();
+        state.set_deployment_usage(&desired.name, &desired.releases, &stemcells).unwrap();
+        state.record_deployed_manifest(&desired.name, &rosh::manifest::yaml::to_string(&doc), cloud_id, &[]).unwrap();
+    }
+}
+
+fn sha256_of(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn path(p: &Path) -> &str {
