@@ -195,11 +195,8 @@ fn cck_reports_exactly_the_four_broken_instances_and_auto_fixes_them_keeping_the
 }
 
 /// A lost VM that had a persistent disk (the host died: agent gone, directory gone) comes back
-/// with its data. Ignored until the local CPI treats an attachment to a VM it has no record of
-/// as stale: today `attach_disk` refuses the new VM with "disk … is attached to VM <the lost
-/// one>", and nothing in the CPI contract can detach from a VM that no longer exists.
+/// with its data: the local CPI treats an attachment to a VM it has no record of as stale.
 #[test]
-#[ignore = "cpi/local attach_disk: a disk recorded as attached to a VM whose directory is gone is refused"]
 fn a_lost_vm_with_a_persistent_disk_comes_back_with_its_data() {
     let d = Director::new(176);
     let mut m = d.demo();

@@ -518,9 +518,12 @@ impl LocalCpi {
         let mut vm = self.existing_vm(&req.vm_cid)?;
         let mut disk = self.existing_disk(&req.disk_cid)?;
         match &disk.attached_to {
-            Some(other_vm) if other_vm != &req.vm_cid => {
+            // Attached to a VM that is gone (its directory removed behind the CPI's back): the
+            // attachment is stale, and the disk is free to move.
+            Some(other_vm) if other_vm != &req.vm_cid && self.vm_record(other_vm)?.is_some() => {
                 return Err(CpiError::other(format!("disk {} is attached to VM {other_vm}", req.disk_cid)));
             }
+            Some(other_vm) if other_vm != &req.vm_cid => {}
             Some(_) => return Ok(serde_json::json!({"path": "store"})),
             None => {}
         }
