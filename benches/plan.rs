@@ -9,9 +9,10 @@
 //! - both, as one plan starts.
 //!
 //! Then whole `rosh` processes ([`Scenario`]s, wall time and the child's peak RSS from wait4):
-//! `rosh -d cf plan` against the state with nothing deployed. Timing `plan` against a deployed
-//! state with one stemcell changed (the target: under 200 ms) is one more scenario once
-//! the state holds a deployment: add it to `scenarios`.
+//! `rosh -d cf plan` against the state with nothing deployed, and against the state with cf
+//! recorded as deployed (`CfFixture::record_as_deployed`: every instance with the spec a deploy
+//! applies, no VMs) and a new stemcell uploaded and pinned — the target, under 200 ms:
+//! every instance's jobs are rendered and compared, every package is looked up in the cache.
 //!
 //! `cargo bench --bench plan`
 
@@ -130,34 +131,56 @@ fn main() {
     plan_args.extend(["-l".into(), f.vars_store.display().to_string()]);
     plan_args.extend(["--cloud-config".into(), f.cloud_config.display().to_string()]);
     plan_args.push("--allow-unordered-links".into());
-    let scenarios = vec![Scenario { label: "rosh plan, nothing deployed", args: plan_args }];
     let process_runs = runs.min(10);
-    for s in scenarios {
-        let mut samples = Vec::new();
-        let mut rss: f64 = 0.0;
-        let mut failed = None;
-        for _ in 0..process_runs {
-            match run_rosh(&s.args, &f.root, &f.state_dir) {
-                Ok((t, r)) => {
-                    samples.push(t);
-                    rss = rss.max(r);
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+    run_scenario(&Scenario { label: "rosh plan, nothing deployed", args: plan_args.clone() }, &f, process_runs);
+
+    // cf recorded as deployed (every instance with the spec a deploy applies), then a new
+    // stemcell uploaded and pinned: every VM recreates, every package compiles again.
+    f.record_as_deployed();
+    let current = f.desired().expect("desired model").stemcells[0].version.clone();
+    let next = format!("{current}1");
+    let definition = f.root.join("stemcell-next.yml");
+    std::fs::write(
+        &definition,
+        format!("name: bosh-local-{{operating_system}}\nversion: \"{next}\"\napi_version: 3\nstemcell_formats: [local]\ncloud_properties: {{infrastructure: local}}\ntools: [sh]\n"),
+    )
+    .unwrap();
+    let tarball = f.root.join("stemcell-next.tgz");
+    cf_corpus::rosh_ok(&f.state_dir, &f.root, &["create-stemcell", "--local", "--definition", definition.to_str().unwrap(), "--tarball", tarball.to_str().unwrap()]);
+    cf_corpus::rosh_ok(&f.state_dir, &f.root, &["upload-stemcell", tarball.to_str().unwrap()]);
+    let pin = f.root.join("pin-stemcell.yml");
+    std::fs::write(&pin, format!("- type: replace\n  path: /stemcells/alias=default/version\n  value: \"{next}\"\n")).unwrap();
+    let mut deployed_args = plan_args;
+    deployed_args.extend(["-o".into(), pin.display().to_string(), "--detailed-exitcode".into()]);
+    run_scenario(&Scenario { label: "rosh plan, deployed, new stemcell", args: deployed_args }, &f, process_runs);
+}
+
+/// Times `process_runs` runs of a whole `rosh` process and prints min, median and peak RSS.
+fn run_scenario(s: &Scenario, f: &CfFixture, process_runs: usize) {
+    let mut samples = Vec::new();
+    let mut rss: f64 = 0.0;
+    let mut failed = None;
+    for _ in 0..process_runs {
+        match run_rosh(&s.args, &f.root, &f.state_dir) {
+            Ok((t, r)) => {
+                samples.push(t);
+                rss = rss.max(r);
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
             }
         }
-        if let Some(e) = failed {
-            println!("{:<30} failed:\n{e}", s.label);
-            continue;
-        }
-        samples.sort();
-        println!(
-            "{:<30} min {:>9}  median {:>9}  peak RSS {rss:.1} MiB  ({process_runs} runs)",
-            s.label,
-            ms(samples[0]),
-            ms(samples[samples.len() / 2])
-        );
     }
+    if let Some(e) = failed {
+        println!("{:<30} failed:\n{e}", s.label);
+        return;
+    }
+    samples.sort();
+    println!(
+        "{:<30} min {:>9}  median {:>9}  peak RSS {rss:.1} MiB  ({process_runs} runs)",
+        s.label,
+        ms(samples[0]),
+        ms(samples[samples.len() / 2])
+    );
 }

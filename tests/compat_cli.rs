@@ -238,6 +238,18 @@ fn a_release_requiring_a_newer_stemcell_fails_the_check_and_its_requires_travel(
         "{text}"
     );
     assert!(text.contains("Compatibility: 1 error(s), 0 warning(s)"), "{text}");
+
+    // deploy runs the same gate first: refused before any stemcell reaches the CPI or any VM
+    // exists, with the same sentence.
+    let cloud = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/cloud-config-local.yml");
+    let manifest = d.path("needy.yml");
+    let out = d.rosh(&["-d", "compat", "deploy", manifest.to_str().unwrap(), "--cloud-config", cloud.to_str().unwrap()]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("requires a stemcell any OS >= 2.0"), "{err}");
+    let empty = |dir: &str| fs::read_dir(d.state_dir.join(dir)).map_or(true, |mut entries| entries.next().is_none());
+    assert!(empty("cpi/local/vms"), "no VM");
+    assert!(empty("cpi/local/stemcells"), "no stemcell was uploaded to the CPI");
 }
 
 #[test]

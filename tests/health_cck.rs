@@ -18,32 +18,8 @@ use std::fs;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use deploy_support::{Director, alive, get_ok, ip_of};
+use deploy_support::{Director, alive, get_ok, ip_of, kill_and_wait};
 use rosh_cpi::{Cid, Cpi, DiskAttachment};
-
-fn kill(pid: u32) {
-    // SAFETY: kill(2) of a pid this test read from its own state dir's VM.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(!alive(pid), "pid {pid} survived SIGKILL");
-}
-
-/// `cck --report --json`: exit status and (problem, instance) pairs.
-fn report(d: &Director) -> (Option<i32>, BTreeSet<(String, String)>, serde_json::Value) {
-    let out = d.rosh(&["-d", "demo", "cck", "--report", "--json"]);
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("cck --report --json: {e}\n{}", String::from_utf8_lossy(&out.stderr)));
-    let found = doc["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["kind"].as_str().unwrap().to_string(), p["instance"].as_str().unwrap().to_string()))
-        .collect();
-    (out.status.code(), found, doc)
-}
 
 #[test]
 fn cck_reports_exactly_the_four_broken_instances_and_auto_fixes_them_keeping_the_disks() {
@@ -55,7 +31,7 @@ fn cck_reports_exactly_the_four_broken_instances_and_auto_fixes_them_keeping_the
     d.deploy("demo", &m, "demo.yml", &[]).expect_ok();
 
     // Healthy: nothing to report, exit 0.
-    let (code, found, doc) = report(&d);
+    let (code, found, doc) = d.cck_report("demo");
     assert_eq!(code, Some(0), "{doc}");
     assert!(found.is_empty(), "{doc}");
     let text = d.ok(&["-d", "demo", "cck", "--report"]);
@@ -73,16 +49,16 @@ fn cck_reports_exactly_the_four_broken_instances_and_auto_fixes_them_keeping_the
 
     // kv/0: its agent SIGKILLed (the VM's directory stays: unresponsive, not missing).
     let kv0_cid = kv[0].vm.as_ref().unwrap().cid.clone();
-    kill(d.agent_pid(&kv0_cid).expect("kv/0 has an agent"));
+    kill_and_wait(d.agent_pid(&kv0_cid).expect("kv/0 has an agent"));
     // web/0: the VM is lost — agent gone and its directory deleted.
     let web0_cid = web[0].vm.as_ref().unwrap().cid.clone();
-    kill(d.agent_pid(&web0_cid).expect("web/0 has an agent"));
+    kill_and_wait(d.agent_pid(&web0_cid).expect("web/0 has an agent"));
     fs::remove_dir_all(vms.join(&web0_cid)).unwrap();
     // web/1: the web process keeps failing: killed, and its port taken before the supervisor
     // restarts it (0.5 s backoff).
     let web1_ip = ip_of(&web[1]);
     let web1_pid = d.agent_state(&web[1]).processes.iter().find(|p| p.name == "web").and_then(|p| p.pid).unwrap();
-    kill(web1_pid);
+    kill_and_wait(web1_pid);
     let squatter = {
         let deadline = Instant::now() + Duration::from_millis(400);
         loop {
@@ -107,7 +83,7 @@ fn cck_reports_exactly_the_four_broken_instances_and_auto_fixes_them_keeping_the
     // Let the supervisor see web/1's process fail at least once.
     std::thread::sleep(Duration::from_secs(2));
 
-    let (code, found, doc) = report(&d);
+    let (code, found, doc) = d.cck_report("demo");
     assert_eq!(code, Some(1), "cck --report exits 1 when there are problems: {doc}");
     let expected: BTreeSet<(String, String)> = [
         ("unresponsive_agent", kv[0].label()),
@@ -147,7 +123,7 @@ fn cck_reports_exactly_the_four_broken_instances_and_auto_fixes_them_keeping_the
     assert!(fixed.status.success(), "cck --auto failed:\n{fixed_out}\n{}", String::from_utf8_lossy(&fixed.stderr));
     assert!(fixed_out.contains("Resolved 4 of 4 problems"), "{fixed_out}");
 
-    let (code, found, doc) = report(&d);
+    let (code, found, doc) = d.cck_report("demo");
     assert_eq!((code, found.len()), (Some(0), 0), "after cck --auto: {doc:#}");
     let kv_after = d.group("demo", "kv");
     let web_after = d.group("demo", "web");
@@ -205,9 +181,9 @@ fn a_lost_vm_with_a_persistent_disk_comes_back_with_its_data() {
     let kv = d.group("demo", "kv")[0].clone();
     let cid = kv.vm.as_ref().unwrap().cid.clone();
     fs::write(d.vms_dir().join(&cid).join("store/before-failure.txt"), "kept\n").unwrap();
-    kill(d.agent_pid(&cid).expect("an agent"));
+    kill_and_wait(d.agent_pid(&cid).expect("an agent"));
     fs::remove_dir_all(d.vms_dir().join(&cid)).unwrap();
-    let (_, found, doc) = report(&d);
+    let (_, found, doc) = d.cck_report("demo");
     assert_eq!(found, BTreeSet::from([("missing_vm".to_string(), kv.label())]), "{doc:#}");
 
     let fixed = d.rosh(&["-d", "demo", "cck", "--auto"]);

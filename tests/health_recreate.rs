@@ -17,29 +17,7 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use deploy_support::{Director, alive};
-
-fn kill(pid: u32) {
-    // SAFETY: kill(2) of a pid this test read from its own state dir's VM.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(!alive(pid), "pid {pid} survived SIGKILL");
-}
-
-fn problems(d: &Director) -> BTreeSet<(String, String)> {
-    let out = d.rosh(&["-d", "demo", "cck", "--report", "--json"]);
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("cck --report --json: {e}\n{}", String::from_utf8_lossy(&out.stderr)));
-    doc["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["kind"].as_str().unwrap().to_string(), p["instance"].as_str().unwrap().to_string()))
-        .collect()
-}
+use deploy_support::{Director, kill_and_wait};
 
 #[test]
 fn recreate_failed_brings_back_10_of_20_in_parallel_after_watch_refused_in_meltdown() {
@@ -48,7 +26,7 @@ fn recreate_failed_brings_back_10_of_20_in_parallel_after_watch_refused_in_meltd
     m.watch_times("500-5000", "500-5000");
     m.instances("web", 20);
     d.deploy("demo", &m, "demo.yml", &["--max-in-flight", "10"]).expect_ok();
-    assert!(problems(&d).is_empty());
+    assert!(d.cck_report("demo").1.is_empty());
 
     // One instance, for comparison.
     let web = d.group("demo", "web");
@@ -63,11 +41,11 @@ fn recreate_failed_brings_back_10_of_20_in_parallel_after_watch_refused_in_meltd
     let killed: Vec<_> = web.iter().filter(|r| r.index % 2 == 1).collect();
     assert_eq!(killed.len(), 10);
     for r in &killed {
-        kill(d.agent_pid(&r.vm.as_ref().unwrap().cid).expect("an agent"));
+        kill_and_wait(d.agent_pid(&r.vm.as_ref().unwrap().cid).expect("an agent"));
     }
     let expected: BTreeSet<(String, String)> =
         killed.iter().map(|r| ("unresponsive_agent".to_string(), r.label())).collect();
-    assert_eq!(problems(&d), expected);
+    assert_eq!(d.cck_report("demo").1, expected);
 
     // The resurrector sees 10 of 21 down at once: meltdown, nothing repaired, and it says why.
     let watched = d.rosh(&["-d", "demo", "watch", "--interval", "1", "--rounds", "1"]);
@@ -75,7 +53,7 @@ fn recreate_failed_brings_back_10_of_20_in_parallel_after_watch_refused_in_meltd
     assert!(watched.status.success(), "{log}");
     assert!(log.contains("meltdown: 10 of 21 instances went down within 600 s"), "{log}");
     assert!(log.contains("repairing nothing"), "{log}");
-    assert_eq!(problems(&d), expected, "watch repaired nothing in a meltdown");
+    assert_eq!(d.cck_report("demo").1, expected, "watch repaired nothing in a meltdown");
     let events: serde_json::Value = serde_json::from_str(&d.ok(&["-d", "demo", "events", "--json"])).unwrap();
     assert!(events.as_array().unwrap().iter().any(|e| e["action"] == "meltdown"), "{events:#}");
 
@@ -90,7 +68,7 @@ fn recreate_failed_brings_back_10_of_20_in_parallel_after_watch_refused_in_meltd
         ten.as_secs_f64(),
         ten.as_secs_f64() / one.as_secs_f64()
     );
-    assert!(problems(&d).is_empty());
+    assert!(d.cck_report("demo").1.is_empty());
     let after = d.group("demo", "web");
     for (before, now) in web.iter().zip(&after) {
         let recreated = before.vm != now.vm;
@@ -117,7 +95,7 @@ fn watch_repairs_a_killed_instance_with_no_operator_and_stops_on_sigterm() {
             .unwrap(),
     ));
     std::thread::sleep(Duration::from_secs(2));
-    kill(d.agent_pid(&web[1].vm.as_ref().unwrap().cid).expect("an agent"));
+    kill_and_wait(d.agent_pid(&web[1].vm.as_ref().unwrap().cid).expect("an agent"));
 
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -128,7 +106,7 @@ fn watch_repairs_a_killed_instance_with_no_operator_and_stops_on_sigterm() {
         assert!(Instant::now() < deadline, "watch did not recreate web/1 in time");
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(problems(&d).is_empty());
+    assert!(d.cck_report("demo").1.is_empty());
     d.assert_running(&d.group("demo", "web")[1]);
     assert_eq!(d.group("demo", "web")[0].vm, web[0].vm, "the healthy instance is left alone");
 

@@ -16,17 +16,7 @@ use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use deploy_support::{Director, alive};
-
-fn kill(pid: u32) {
-    // SAFETY: kill(2) of a pid this test read from its own state dir's VM.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(!alive(pid), "pid {pid} survived SIGKILL");
-}
+use deploy_support::{Director, alive, kill_and_wait};
 
 #[test]
 fn chosen_resolutions_reboot_delete_a_reference_and_ask_on_a_terminal() {
@@ -39,9 +29,9 @@ fn chosen_resolutions_reboot_delete_a_reference_and_ask_on_a_terminal() {
 
     let web0_cid = web[0].vm.as_ref().unwrap().cid.clone();
     let old_pid = d.agent_pid(&web0_cid).unwrap();
-    kill(old_pid);
+    kill_and_wait(old_pid);
     let web1_cid = web[1].vm.as_ref().unwrap().cid.clone();
-    kill(d.agent_pid(&web1_cid).unwrap());
+    kill_and_wait(d.agent_pid(&web1_cid).unwrap());
     fs::remove_dir_all(d.vms_dir().join(&web1_cid)).unwrap();
     let state = d.state();
     let mut disk = state.instance_disk("demo", &kv.uuid).unwrap().unwrap();

@@ -590,3 +590,32 @@ pub fn http_request(
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))
 }
+
+/// SIGKILLs `pid` (a VM's agent or a job of this test's own state dir) and waits until it is
+/// gone.
+pub fn kill_and_wait(pid: u32) {
+    // SAFETY: kill(2) of a pid the test read from its own state dir's VM.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(pid), "pid {pid} survived SIGKILL");
+}
+
+impl Director {
+    /// `cck --report --json` of `deployment`: its exit status, the (problem kind, instance)
+    /// pairs it lists, and the whole document.
+    pub fn cck_report(&self, deployment: &str) -> (Option<i32>, BTreeSet<(String, String)>, serde_json::Value) {
+        let out = self.rosh(&["-d", deployment, "cck", "--report", "--json"]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("cck --report --json: {e}\n{}", String::from_utf8_lossy(&out.stderr)));
+        let found = doc["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["kind"].as_str().unwrap().to_string(), p["instance"].as_str().unwrap().to_string()))
+            .collect();
+        (out.status.code(), found, doc)
+    }
+}
