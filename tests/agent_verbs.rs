@@ -255,7 +255,9 @@ fn drain_waits_as_long_as_the_longest_job_asks() {
 
     vm.ok::<Applied>("apply", &spec(&[("five", &five), ("dynamic", &dynamic)], &[]));
     let drained: Drained = vm.ok("drain", &json!({ "kind": "update" }));
-    assert_eq!(drained.wait_secs, 8);
+    // The dynamic one (-8) is to be asked again in 8 s; the static one waits 5.
+    assert_eq!((drained.wait_secs, drained.poll_secs), (5, 8));
+    assert_eq!(drained.poll_jobs, ["dynamic"]);
 
     let noisy = vm.put(&tgz(&[("bin/drain", "#!/bin/sh\necho soon\n", 0o755)]));
     vm.ok::<Applied>("apply", &spec(&[("noisy", &noisy)], &[]));

@@ -116,3 +116,72 @@ async fn verbs_and_blobs_reach_a_local_vm_and_a_killed_agent_is_reported_not_wai
     assert!(!cpi.has_vm(created.vm_cid.clone()).await.unwrap());
     cpi.delete_vm(created.vm_cid).await.unwrap();
 }
+
+/// A job tarball holding only `bin/drain` with `script`.
+fn drain_job(script: &str) -> Vec<u8> {
+    use flate2::{Compression, write::GzEncoder};
+    let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+    let mut header = tar::Header::new_gnu();
+    header.set_size(script.len() as u64);
+    header.set_mode(0o755);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, "bin/drain", script.as_bytes()).unwrap();
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// BOSH's dynamic drain: a drain script printing a negative number is asked again with
+/// `job_check_status` after that many seconds until it prints a static wait, which is then
+/// waited; one that never finishes fails the drain after the limit.
+#[tokio::test]
+async fn a_dynamic_drain_is_polled_until_it_answers_a_static_wait() {
+    use rosh::agent::protocol::{ApplyJob, ApplySpec};
+    let dir = tempfile::tempdir().unwrap();
+    let key = DirectorKey::generate("director").unwrap();
+    let (cpi, created) = local_vm(dir.path(), &key, "127.77.200.3").await;
+    let endpoint = created.ssh.clone().unwrap();
+    let options = ConnectOptions {
+        connect_timeout: Duration::from_secs(2),
+        retry_until: Duration::from_secs(5),
+        step_timeout: Duration::from_secs(30),
+        max_sessions: 4,
+    };
+    let conn = Connection::connect(&endpoint, &key, &options).await.unwrap();
+    let agent = ensure_agent(&conn, &endpoint).await.unwrap().client;
+
+    // Every call appends its arguments; the second status check says "wait 1 s more".
+    let script = "#!/bin/sh\nlog=\"$ROSH_ROOT/data/drain-calls\"\necho \"$1\" >> \"$log\"\n\
+                  if [ \"$1\" = job_check_status ] && [ \"$(grep -c job_check_status \"$log\")\" -ge 2 ]; then echo 1; else echo -1; fi\n";
+    let apply = |tarball: Vec<u8>, name: &'static str| {
+        let agent = agent.clone();
+        let dir = dir.path().to_path_buf();
+        async move {
+            let sha = hex(&Sha256::digest(&tarball));
+            let path = dir.join(format!("{name}.tgz"));
+            std::fs::write(&path, &tarball).unwrap();
+            agent.upload_blobs(&[(sha.clone(), path)]).await.unwrap();
+            agent
+                .apply(&ApplySpec {
+                    deployment: "d".into(),
+                    instance: "g/1".into(),
+                    packages: vec![],
+                    jobs: vec![ApplyJob { name: name.into(), sha256: sha }],
+                })
+                .await
+                .unwrap();
+        }
+    };
+    apply(drain_job(script), "slow").await;
+    let waited = agent.drain_fully("update", Duration::from_secs(5), Duration::from_secs(60)).await.unwrap();
+    let calls = std::fs::read_to_string(std::path::Path::new(&endpoint.root).join("data/drain-calls")).unwrap();
+    assert_eq!(calls, "job_changed\njob_check_status\njob_check_status\n");
+    // 1 s before each status check, then the final 1 s.
+    assert!(waited >= Duration::from_secs(3), "waited {waited:?}");
+
+    // A drain that never settles fails after the limit.
+    apply(drain_job("#!/bin/sh\necho -1\n"), "stuck").await;
+    let started = Instant::now();
+    let err = agent.drain_fully("shutdown", Duration::from_secs(5), Duration::from_secs(2)).await.unwrap_err();
+    assert!(err.to_string().contains("stuck still not finished after 2 s"), "{err:#}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    cpi.delete_vm(created.vm_cid).await.unwrap();
+}

@@ -189,11 +189,19 @@ pub struct Drain {
     pub jobs: Vec<String>,
 }
 
-/// `drain` answer: how long the director should wait, the largest any job's drain asked for.
+/// `drain` answer: how long the director should wait, the largest any job's drain asked for,
+/// and the jobs that asked for a dynamic drain (a negative number: "ask me again with `status`
+/// in that many seconds"), as BOSH's drain contract has it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drained {
     pub wait_secs: u64,
     pub jobs: Vec<ScriptResult>,
+    /// Jobs to ask again with kind `status`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub poll_jobs: Vec<String>,
+    /// When to ask them again: the largest of their |n|.
+    #[serde(default)]
+    pub poll_secs: u64,
 }
 
 /// `run_script` request: run `jobs/<job>/bin/<script>` for every applied job that has it.

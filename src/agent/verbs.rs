@@ -354,6 +354,8 @@ fn drain(root: &Root, request: Drain) -> Result<Drained> {
     let env = [("BOSH_DRAIN_KIND".to_string(), request.kind.clone())];
     let results = run_job_scripts(root, &jobs, "drain", &args, &env, None)?;
     let mut wait_secs = 0u64;
+    let mut poll_jobs = Vec::new();
+    let mut poll_secs = 0u64;
     for result in &results {
         if result.exit_code != 0 {
             return Err(Error(format!(
@@ -368,12 +370,15 @@ fn drain(root: &Root, request: Drain) -> Result<Drained> {
             Error(format!("drain of job `{}` printed `{printed}`, not an integer number of seconds", result.job))
         })?;
         if secs < 0 {
-            // Dynamic drain (BOSH would poll `drain job_check_status` every |n| seconds).
-            log(&format!("drain of job `{}` asked for a dynamic drain ({secs}); waiting {} s", result.job, -secs));
+            // Dynamic drain: the director asks again (`job_check_status`) in |n| seconds.
+            log(&format!("drain of job `{}` asked for a dynamic drain: again in {} s", result.job, secs.unsigned_abs()));
+            poll_jobs.push(result.job.clone());
+            poll_secs = poll_secs.max(secs.unsigned_abs());
+        } else {
+            wait_secs = wait_secs.max(secs.unsigned_abs());
         }
-        wait_secs = wait_secs.max(secs.unsigned_abs());
     }
-    Ok(Drained { wait_secs, jobs: results })
+    Ok(Drained { wait_secs, jobs: results, poll_jobs, poll_secs })
 }
 
 fn tail_for_message(stdout: &str, stderr: &str) -> String {

@@ -29,7 +29,7 @@ use super::ops::{
     GroupRollout, Selector, deployment_exists, display_name, endpoint_of, instances_of, require_deployment, rollout,
     runtime, select,
 };
-use crate::agent::protocol::{Drain, JobSelection, JobState, ProcessState};
+use crate::agent::protocol::{JobSelection, JobState, ProcessState};
 use crate::converge::deploy::{CpiSet, DeployOptions, Deployer};
 use crate::converge::report::Silent;
 use crate::converge::vm::Reach;
@@ -285,11 +285,7 @@ impl Ops<'_> {
 
     async fn stop(&self, agent: &AgentClient, record: &InstanceRecord) -> anyhow::Result<()> {
         if !self.skip_drain {
-            let drained =
-                agent.drain(&Drain { kind: "shutdown".into(), jobs: Vec::new() }).await.context("draining")?;
-            if drained.wait_secs > 0 {
-                tokio::time::sleep(Duration::from_secs(drained.wait_secs.min(300))).await;
-            }
+            agent.drain_fully("shutdown", Duration::from_secs(300), Duration::from_secs(3600)).await.context("draining")?;
         }
         agent.stop(&JobSelection::default()).await.context("stopping the jobs")?;
         self.set_state(record, InstanceState::Stopped)

@@ -27,7 +27,7 @@ use rosh_cpi::{Cid, Cpi, CreateDisk, CreateVm, DiskAttachment, NetworkSettings, 
 use serde_json::{Value, json};
 
 use crate::agent::protocol::{
-    ApplyJob, ApplyPackage, ApplySpec, Drain, JobSelection, JobState, MountDisk, ProcessState, RunScript,
+    ApplyJob, ApplyPackage, ApplySpec, JobSelection, JobState, MountDisk, ProcessState, RunScript,
 };
 use crate::blobstore::LocalBlobstore;
 use crate::converge::report::Reporter;
@@ -53,6 +53,9 @@ impl CpiSet {
         Ok((name.to_string(), cpi.clone()))
     }
 }
+
+/// The longest one drain wait (or dynamic drain poll interval) is honoured.
+const DRAIN_WAIT_CAP: Duration = Duration::from_secs(300);
 
 /// Operator choices for one deploy.
 #[derive(Debug, Clone, Default)]
@@ -375,10 +378,7 @@ impl<'a> Deployer<'a> {
                 self.state.set_instance_dirty(name, uuid, true)?;
                 if !self.options.skip_drain {
                     self.reporter.step(task, "draining");
-                    let drained = agent.drain(&Drain { kind: "update".into(), jobs: Vec::new() }).await?;
-                    if drained.wait_secs > 0 {
-                        tokio::time::sleep(Duration::from_secs(drained.wait_secs.min(300))).await;
-                    }
+                    agent.drain_fully("update", DRAIN_WAIT_CAP, self.reach.step_timeout).await?;
                 }
                 self.reporter.step(task, "stopping");
                 agent.stop(&JobSelection::default()).await?;
@@ -609,7 +609,7 @@ impl<'a> Deployer<'a> {
             let quick = Reach { boot_timeout: Duration::ZERO, ..self.reach.clone() };
             if let Ok(agent) = tokio::time::timeout(Duration::from_secs(15), quick.agent(&endpoint)).await.unwrap_or_else(|_| Err(anyhow!("timed out"))) {
                 if !self.options.skip_drain {
-                    let _ = agent.drain(&Drain { kind: "shutdown".into(), jobs: Vec::new() }).await;
+                    let _ = agent.drain_fully("shutdown", DRAIN_WAIT_CAP, self.reach.step_timeout).await;
                 }
                 let _ = agent.stop(&JobSelection::default()).await;
                 if let Some(disk) = self.state.instance_disk(deployment, uuid)? {

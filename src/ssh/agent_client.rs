@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rosh_cpi::SshEndpoint;
 use serde::Serialize;
@@ -260,6 +261,30 @@ impl AgentClient {
 
     pub async fn drain(&self, req: &Drain) -> Result<Drained, AgentCallError> {
         self.call(verb::DRAIN, req).await
+    }
+
+    /// The whole drain as BOSH runs it: every job's drain script with `kind`; jobs that ask for
+    /// a dynamic drain are asked again (`status`) after the time they gave until they answer a
+    /// static one; then the longest static wait. Each wait is capped at `cap`, and the whole
+    /// drain fails after `limit`. Answers how long it waited.
+    pub async fn drain_fully(&self, kind: &str, cap: Duration, limit: Duration) -> anyhow::Result<Duration> {
+        let started = std::time::Instant::now();
+        let mut drained = self.drain(&Drain { kind: kind.into(), jobs: Vec::new() }).await?;
+        let mut wait = drained.wait_secs;
+        while !drained.poll_jobs.is_empty() {
+            if started.elapsed() >= limit {
+                anyhow::bail!(
+                    "drain of {} still not finished after {} s (dynamic drain)",
+                    drained.poll_jobs.join(", "),
+                    limit.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(drained.poll_secs).min(cap)).await;
+            drained = self.drain(&Drain { kind: "status".into(), jobs: drained.poll_jobs.clone() }).await?;
+            wait = wait.max(drained.wait_secs);
+        }
+        tokio::time::sleep(Duration::from_secs(wait).min(cap)).await;
+        Ok(started.elapsed())
     }
 
     pub async fn run_script(&self, req: &RunScript) -> Result<ScriptResults, AgentCallError> {
