@@ -17,8 +17,11 @@
 //!   way.
 //! - Ctrl-C: the instance being converged finishes, nothing new starts, the exit code is 130,
 //!   and the next deploy picks up where it stopped.
+//! - Compiled releases: `export-release` of both releases, `upload-release` of the tarballs on
+//!   a director with no source, and a deploy there compiles nothing; on a stemcell they were
+//!   not compiled for, the deploy is refused before any VM.
 //!
-//! Each test has its own state dir and loopback range (`127.<151..162>.0.0/16`); the watch times
+//! Each test has its own state dir and loopback range (`127.<151..164>.0.0/16`); the watch times
 //! of the copied manifests are lowered to keep the file fast.
 
 mod common;
@@ -657,4 +660,61 @@ fn ctrl_c_lets_the_running_instance_finish_starts_nothing_new_and_exits_130() {
     let report = d.deploy("demo", &manifest, "demo.yml", &[]).expect_ok();
     assert_eq!((report.created, report.unchanged, report.packages_compiled), (2, 1, 0), "{report:?}");
     d.assert_no_orphans(&["demo"], "after an interrupted deploy and the next one");
+}
+
+#[test]
+fn an_exported_compiled_release_deploys_elsewhere_without_compiling() {
+    // One director compiles while deploying, then exports both releases compiled.
+    let d = Director::new(163);
+    d.deploy("demo", &quick_demo(&d), "demo.yml", &[]).expect_ok();
+    let stemcells: serde_json::Value = serde_json::from_str(&d.ok(&["stemcells", "--json"])).unwrap();
+    let os = stemcells[0]["operating_system"].as_str().unwrap().to_string();
+    let releases: serde_json::Value = serde_json::from_str(&d.ok(&["releases", "--json"])).unwrap();
+    let mut tarballs = Vec::new();
+    for r in releases.as_array().unwrap() {
+        let name = r["name"].as_str().unwrap();
+        let version = r["version"].as_str().unwrap();
+        let tarball = d.path(&format!("{name}-compiled.tgz"));
+        let out = d.ok(&["export-release", &format!("{name}/{version}"), &format!("{os}/1.0"), "--tarball", tarball.to_str().unwrap(), "--json"]);
+        let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(out["compiled"], 0, "everything was in the cache: {out}");
+        tarballs.push(tarball);
+    }
+
+    // Another director, with no source at all: the compiled releases deploy with nothing to
+    // compile, and the platform works.
+    let other = Director::bare(164);
+    for t in &tarballs {
+        other.ok(&["upload-release", t.to_str().unwrap()]);
+    }
+    let inspected = other.ok(&["inspect-release", &format!("kv/{}", releases[0]["version"].as_str().unwrap())]);
+    assert!(inspected.contains("(compiled only)"), "{inspected}");
+    let report = other.deploy("demo", &quick_demo(&other), "demo.yml", &[]).expect_ok();
+    assert_eq!((report.created, report.packages_compiled, report.packages_cached), (3, 0, 4), "{report:?}");
+    for record in other.instances("demo") {
+        other.assert_running(&record);
+    }
+    let smoke = other.rosh(&["-d", "demo", "run-errand", "smoke-tests"]);
+    assert!(smoke.status.success(), "{}", String::from_utf8_lossy(&smoke.stdout));
+
+    // On a stemcell they were not compiled for, packages without source are refused before any VM.
+    let definition = fs::read_to_string(repo().join("stemcells/local/stemcell.yml")).unwrap().replace("version: \"1.0\"", "version: \"2.0\"");
+    let def = other.write("stemcell-2.yml", &definition);
+    let tarball = other.path("stemcell-2.tgz");
+    other.ok(&["create-stemcell", "--local", "--definition", def.to_str().unwrap(), "--tarball", tarball.to_str().unwrap()]);
+    other.ok(&["upload-stemcell", tarball.to_str().unwrap()]);
+    let vms = other.vm_dirs();
+    let mut pinned = quick_demo(&other);
+    pinned.0["stemcells"][0]["version"] = yaml("'2.0'");
+    let refused = other.deploy("demo2", &{
+        let mut m = pinned;
+        m.set("name", "demo2");
+        for g in m.0["instance_groups"].as_sequence_mut().unwrap() {
+            g["networks"] = yaml("[{name: default}]");
+        }
+        m
+    }, "demo2.yml", &[]);
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("compiled") && refused.stderr.contains("2.0"), "{}", refused.stderr);
+    assert_eq!(other.vm_dirs(), vms, "no VM was made for the refused deploy");
 }

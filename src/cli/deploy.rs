@@ -286,8 +286,7 @@ pub async fn prepare(director: &Director, desired: &DesiredDeployment, cloud: &C
     let mut by_group: CompiledByGroup = BTreeMap::new();
     for group in &desired.groups {
         let list = group
-            .packages
-            .iter()
+            .runtime_packages()
             .map(|p| {
                 let record = compiled
                     .packages
@@ -522,14 +521,14 @@ pub fn check_link_order(desired: &DesiredDeployment, allow_unordered: bool) -> a
         && !allow_unordered
     {
         bail!(
-            "{}\n(reorder the instance groups, or deploy with --allow-unordered-links)",
+            "{}\n(reorder the instance groups, set `update.order: links` to update in the link graph's order, or deploy with --allow-unordered-links)",
             errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
         );
     }
     Ok(())
 }
 
-fn compilation_cpi(cloud: &CloudConfig, cpis: &CpiSet) -> anyhow::Result<String> {
+pub fn compilation_cpi(cloud: &CloudConfig, cpis: &CpiSet) -> anyhow::Result<String> {
     let az = cloud.compilation.as_ref().and_then(|c| c.az.as_ref()).and_then(param_str);
     let cpi = az.and_then(|az| cloud.azs.iter().find(|a| a.name == az)).and_then(|a| a.cpi.clone());
     Ok(cpis.get(cpi.as_deref())?.0)
@@ -542,7 +541,7 @@ fn param_str(p: &Param<String>) -> Option<String> {
     }
 }
 
-fn compile_workers(cloud: &CloudConfig, cpis: &CpiSet, reach: &Reach, deployment: &str) -> anyhow::Result<Workers> {
+pub fn compile_workers(cloud: &CloudConfig, cpis: &CpiSet, reach: &Reach, deployment: &str) -> anyhow::Result<Workers> {
     let Some(compilation) = &cloud.compilation else {
         bail!("the cloud config has no `compilation` section: packages cannot be compiled");
     };
@@ -580,7 +579,7 @@ fn compile_workers(cloud: &CloudConfig, cpis: &CpiSet, reach: &Reach, deployment
 }
 
 /// The stemcell's cid on CPI `cpi_name`, uploading its image there the first time.
-async fn ensure_stemcell(director: &Director, cpi_name: &str, cpi: &dyn Cpi, name: &str, version: &str) -> anyhow::Result<Cid> {
+pub async fn ensure_stemcell(director: &Director, cpi_name: &str, cpi: &dyn Cpi, name: &str, version: &str) -> anyhow::Result<Cid> {
     if let Some(cid) = director.state.stemcell_cid(cpi_name, name, version)? {
         return Ok(Cid(cid));
     }

@@ -16,6 +16,7 @@ pub mod configs;
 pub mod cpi;
 pub mod deploy;
 pub mod errand;
+pub mod export_release;
 pub mod health;
 pub mod progress;
 pub mod create_release;
@@ -78,6 +79,9 @@ pub enum Command {
     Compat(compat::CompatArgs),
     /// Deploy a manifest: compile what is missing, create and converge VMs (`rosh -d NAME deploy M`).
     Deploy(deploy::DeployArgs),
+    /// Export a release compiled for a stemcell (`rosh export-release NAME/V OS/V`), as bosh does.
+    #[command(disable_version_flag = true)]
+    ExportRelease(export_release::ExportReleaseArgs),
     /// What a deploy of a manifest would do and why, with nothing changed (`rosh -d NAME plan M`).
     Plan(plan::PlanArgs),
     /// Run an errand of the deployed manifest (`rosh -d NAME run-errand smoke-tests`).
@@ -150,6 +154,7 @@ pub fn main() -> ExitCode {
         Command::Cpi(args) => cpi::run(args),
         Command::Compat(args) => compat::run(cli.deployment, args),
         Command::Deploy(args) => deploy::run(cli.deployment, args),
+        Command::ExportRelease(args) => export_release::run(args),
         Command::Plan(args) => plan::run(cli.deployment, args),
         Command::RunErrand(args) => errand::run(cli.deployment, args),
         Command::Deployments(args) => ops_show::deployments(args),

@@ -25,7 +25,7 @@ use crate::blobstore::{Blobstore, DigestingReader, ExpectedDigest, LocalBlobstor
 use crate::release::create::{self, Options as CreateOptions};
 use crate::release::stemcell::read_stemcell;
 use crate::release::tarball::{self, Hashes};
-use crate::state::{JobRecord, PackageRecord, Recorded, ReleaseRecord, State, StemcellRecord};
+use crate::state::{CompiledKey, CompiledPackageRecord, JobRecord, PackageRecord, Recorded, ReleaseRecord, State, StemcellRecord};
 
 /// How long an upload waits for another upload of the same release to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(300);
@@ -261,13 +261,9 @@ pub fn import_release(
     bar.finish_and_clear();
     check_outer(expected, &reader.finish(), display)?;
     let manifest = &release.manifest;
-    if !release.compiled_packages.is_empty() {
-        bail!(
-            "{display}: release {}/{} is a compiled release; importing compiled packages is not supported yet (upload the source release)",
-            manifest.name,
-            manifest.version
-        );
-    }
+    // A compiled release's packages: each for the stemcell it names (refused up front when a
+    // name is malformed, before anything is stored).
+    let compiled = compiled_records(&release, display)?;
 
     let _lock = state.lock(&format!("release:{}", manifest.name), Some(LOCK_WAIT))?;
     let existing = state.release(&manifest.name, &manifest.version)?;
@@ -281,6 +277,14 @@ pub fn import_release(
     };
     if existing.is_some() {
         outcome.result = "already_uploaded";
+        // Compiled packages of a version already held (its source uploaded here, its compiled
+        // release exported elsewhere) join the compiled-package cache.
+        if !compiled.is_empty() {
+            let added = store_compiled(state, blobs, &mut staged, &compiled, &mut outcome)?;
+            if added > 0 {
+                outcome.result = "compiled_packages_added";
+            }
+        }
         if fix {
             outcome.result = "fixed";
             for (entry, blob) in staged {
@@ -351,8 +355,26 @@ pub fn import_release(
                 blob_sha256: Some(hashes.sha256.clone()),
                 dependencies: entry.dependencies.clone(),
             })
+            .chain(
+                // Compiled-only packages: no source to compile from.
+                release
+                    .compiled_packages
+                    .iter()
+                    .filter(|(c, _)| !release.packages.iter().any(|(p, _)| p.name == c.name))
+                    .map(|(c, _)| PackageRecord {
+                        name: c.name.clone(),
+                        version: c.version.clone(),
+                        fingerprint: c.fingerprint.clone(),
+                        sha1: c.sha1.clone(),
+                        blob_sha256: None,
+                        dependencies: c.dependencies.clone(),
+                    }),
+            )
             .collect(),
     };
+    for record in &compiled {
+        state.record_compiled_package(record)?;
+    }
     // rosh's `requires:` block travels with the version (the compatibility gate reads it).
     let requires_json = manifest.requires.as_ref().map(serde_json::to_string).transpose()?;
     match state.record_release_with_requires(&record, requires_json.as_deref())? {
@@ -360,6 +382,81 @@ pub fn import_release(
         // Unreachable under the lock, but never report a no-op as an upload.
         Recorded::AlreadyExists => Ok(Outcome { result: "already_uploaded", ..outcome }),
     }
+}
+
+/// The compiled-package records a compiled release brings: each package's cache key (name,
+/// fingerprint, the stemcell's OS and version from `os/version`, and the dependency key over
+/// the release's own packages) and its blob.
+fn compiled_records(release: &tarball::ReleaseTarball, display: &str) -> anyhow::Result<Vec<CompiledPackageRecord>> {
+    let manifest = &release.manifest;
+    let mut all: std::collections::BTreeMap<String, crate::plan::desired::PackageRef> = std::collections::BTreeMap::new();
+    let mut add = |name: &str, fingerprint: &str, dependencies: &[String]| {
+        all.entry(name.to_string()).or_insert_with(|| crate::plan::desired::PackageRef {
+            name: name.to_string(),
+            release: manifest.name.clone(),
+            version: String::new(),
+            fingerprint: fingerprint.to_string(),
+            sha256: String::new(),
+            dependencies: dependencies.to_vec(),
+        });
+    };
+    for (p, _) in &release.packages {
+        add(&p.name, &p.fingerprint, &p.dependencies);
+    }
+    for (c, _) in &release.compiled_packages {
+        add(&c.name, &c.fingerprint, &c.dependencies);
+    }
+    release
+        .compiled_packages
+        .iter()
+        .enumerate()
+        .map(|(i, (c, hashes))| {
+            let Some((os, version)) = c.stemcell.split_once('/').filter(|(os, v)| !os.is_empty() && !v.is_empty()) else {
+                bail!("{display}: release.MF: compiled_packages[{i}].stemcell: `{}` is not OS/VERSION", c.stemcell);
+            };
+            let dependency_key = crate::compile::dependency_key(&all[&c.name], &all)
+                .map_err(|e| anyhow::anyhow!("{display}: release.MF: compiled_packages[{i}]: {e}"))?;
+            Ok(CompiledPackageRecord {
+                key: CompiledKey {
+                    name: c.name.clone(),
+                    fingerprint: c.fingerprint.clone(),
+                    os: os.to_string(),
+                    stemcell_version: version.to_string(),
+                    dependency_key,
+                },
+                blob_sha256: hashes.sha256.clone(),
+                sha1: c.sha1.clone(),
+                size: hashes.size,
+                created_at: String::new(),
+            })
+        })
+        .collect()
+}
+
+/// Stores the staged blobs of `compiled` and records them in the cache; answers how many were
+/// new to it.
+fn store_compiled(
+    state: &State,
+    blobs: &dyn Blobstore,
+    staged: &mut Vec<(String, Box<dyn StagedBlob>)>,
+    compiled: &[CompiledPackageRecord],
+    outcome: &mut Outcome,
+) -> anyhow::Result<usize> {
+    let mut added = 0;
+    for record in compiled {
+        let entry = tarball::ArtifactKind::CompiledPackage.entry_path(&record.key.name);
+        if let Some(pos) = staged.iter().position(|(e, _)| e == &entry) {
+            let (_, blob) = staged.remove(pos);
+            if !blobs.contains(&blob.blob().sha256)? {
+                outcome.blobs_stored += 1;
+            }
+            blob.commit().with_context(|| format!("storing {entry}"))?;
+        }
+        if matches!(state.record_compiled_package(record)?, Recorded::Created { .. }) {
+            added += 1;
+        }
+    }
+    Ok(added)
 }
 
 /// Imports a stemcell tarball: its image (if heavy) goes to the blobstore, its manifest to the state.

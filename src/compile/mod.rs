@@ -176,6 +176,18 @@ pub async fn compile(
     }
     result.cached = done.len();
     let mut pending: BTreeMap<String, Node> = nodes.iter().filter(|(id, _)| !done.contains_key(*id)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    // A package of a compiled release has no source: it can only come from the cache.
+    let sourceless: Vec<String> = pending
+        .values()
+        .filter(|n| n.package.sha256.is_empty())
+        .map(|n| format!("{}/{} (for {}/{})", n.package.release, n.package.name, n.target.os, n.target.version))
+        .collect();
+    if !sourceless.is_empty() {
+        bail!(
+            "no compiled build and no source for {}: upload the release's source, or a release compiled for this stemcell",
+            sourceless.join(", ")
+        );
+    }
     if !pending.is_empty() {
         reporter.stage("Compiling packages", pending.len());
         result.compiled = pending.len();
