@@ -329,7 +329,7 @@ fn rosh_plan_of_v44_5_fresh_deployed_and_with_a_new_stemcell() {
     std::fs::write(&order_links, "- type: replace\n  path: /update/order?\n  value: links\n").unwrap();
     let plan = |extra: &[&str]| -> serde_json::Value {
         let mut args: Vec<String> = vec!["-d".into(), "cf".into(), "plan".into(), cf_manifest().display().to_string()];
-        args.extend(f.interpolate_args(&[order_links.clone()]));
+        args.extend(f.interpolate_args(std::slice::from_ref(&order_links)));
         args.extend(["-l".into(), f.vars_store.display().to_string(), "--json".into()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
