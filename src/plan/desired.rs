@@ -64,6 +64,16 @@ pub struct DesiredGroup {
     pub instances: Vec<DesiredInstance>,
 }
 
+impl DesiredGroup {
+    /// The packages its VMs get: those its jobs list (as BOSH installs them). Dependencies
+    /// only a package's compilation needs stay off the VM.
+    pub fn runtime_packages(&self) -> impl Iterator<Item = &PackageRef> {
+        self.packages
+            .iter()
+            .filter(|p| self.jobs.iter().any(|j| j.release == p.release && j.spec.packages.contains(&p.name)))
+    }
+}
+
 /// A persistent disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiskSpec {
