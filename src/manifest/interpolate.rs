@@ -17,7 +17,7 @@
 //! Where bosh silently leaves a definition ungenerated because its options use a missing
 //! variable, rosh reports that variable as missing. No IO: sources arrive in [`Variables`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::LazyLock;
 
@@ -118,12 +118,10 @@ pub fn evaluate(doc: Value, vars: &mut Variables, options: &Options) -> Result<V
             found.push(def.name.clone());
         }
     }
-    for name in found {
-        let path = Pointer::from_tokens(vec![
-            Token::Key { key: "variables".to_string(), optional: false },
-            Token::Matching { key: "name".to_string(), value: name, optional: false, modifiers: Vec::new() },
-        ]);
-        patch::remove(&mut doc, &path)?;
+    if !remove_definitions_at_once(&mut doc, &found) {
+        // Some name is not exactly one definition (or the section changed shape): go through
+        // go-patch, which reports that as bosh does.
+        remove_definitions_one_by_one(&mut doc, found)?;
     }
 
     let missing: Vec<Missing> = if options.expect_all_found {
@@ -148,6 +146,48 @@ pub fn evaluate(doc: Value, vars: &mut Variables, options: &Options) -> Result<V
         return Err(InterpolateError::Vars { missing, unused });
     }
     Ok(doc)
+}
+
+/// Drops the definitions named in `found` from `variables:` in one pass, when each name is
+/// exactly one definition (what removing them one by one would do). False, and nothing changed,
+/// otherwise.
+fn remove_definitions_at_once(doc: &mut Value, found: &[String]) -> bool {
+    if found.is_empty() {
+        return true;
+    }
+    let Some(Value::Sequence(items)) = doc.as_mapping_mut().and_then(|m| m.get_mut("variables")) else {
+        return false;
+    };
+    let wanted: HashSet<&str> = found.iter().map(String::as_str).collect();
+    if wanted.len() != found.len() {
+        return false;
+    }
+    let definition_of = |item: &Value| match item.get("name") {
+        Some(Value::String(name)) => wanted.get(name.as_str()).copied(),
+        _ => None,
+    };
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for item in items.iter() {
+        if let Some(name) = definition_of(item) {
+            *counts.entry(name).or_default() += 1;
+        }
+    }
+    if wanted.iter().any(|name| counts.get(name) != Some(&1)) {
+        return false;
+    }
+    items.retain(|item| definition_of(item).is_none());
+    true
+}
+
+fn remove_definitions_one_by_one(doc: &mut Value, found: Vec<String>) -> Result<(), InterpolateError> {
+    for name in found {
+        let path = Pointer::from_tokens(vec![
+            Token::Key { key: "variables".to_string(), optional: false },
+            Token::Matching { key: "name".to_string(), value: name, optional: false, modifiers: Vec::new() },
+        ]);
+        patch::remove(doc, &path)?;
+    }
+    Ok(())
 }
 
 /// True when a string anywhere in `value` references variable `name` (as `((name))`,
@@ -220,6 +260,12 @@ impl<'a> Tracker<'a> {
         p.to_string()
     }
 
+    fn note_used(&mut self, name: &str) {
+        if !self.used.contains(name) {
+            self.used.insert(name.to_string());
+        }
+    }
+
     fn note_missing(&mut self, name: &str) {
         if !self.missing.contains_key(name) {
             let at = self.location();
@@ -230,7 +276,7 @@ impl<'a> Tracker<'a> {
     /// The value of variable `name` (no `.key` suffix), generating it into the store when it
     /// has a typed definition. `None` when no source has it.
     fn get(&mut self, name: &str) -> Result<Option<Value>, InterpolateError> {
-        self.used.insert(name.to_string());
+        self.note_used(name);
         if let Some(v) = self.vars.lookup(name) {
             return Ok(Some(v.clone()));
         }
@@ -302,15 +348,24 @@ impl<'a> Tracker<'a> {
     fn lookup(&mut self, reference: &str) -> Result<Option<Value>, InterpolateError> {
         let mut parts = reference.split('.');
         let base = parts.next().unwrap_or_default();
-        let Some(value) = self.get(base)? else { return Ok(None) };
         let rest: Vec<&str> = parts.collect();
         if rest.is_empty() {
-            return Ok(Some(value));
+            return self.get(base);
         }
+        // A value a source already has is looked into in place: only the part asked for is copied.
+        let generated;
+        let value = if self.vars.lookup(base).is_some() {
+            self.note_used(base);
+            self.vars.lookup(base).expect("just found")
+        } else {
+            let Some(value) = self.get(base)? else { return Ok(None) };
+            generated = value;
+            &generated
+        };
         let fail = |cause: String, path: String| InterpolateError::Lookup { name: reference.to_string(), path, cause };
         let pointer =
             Pointer::parse(&format!("/{}", rest.join("/"))).map_err(|e| fail(e.to_string(), self.location()))?;
-        match patch::find(&value, &pointer) {
+        match patch::find(value, &pointer) {
             Ok(v) => Ok(Some(v)),
             Err(first) => {
                 // `((creds.0))` may name a map key "0" rather than an index.
@@ -327,7 +382,7 @@ impl<'a> Tracker<'a> {
                 if as_keys == pointer {
                     return Err(fail(first.to_string(), self.location()));
                 }
-                patch::find(&value, &as_keys).map(Some).map_err(|e| fail(e.to_string(), self.location()))
+                patch::find(value, &as_keys).map(Some).map_err(|e| fail(e.to_string(), self.location()))
             }
         }
     }

@@ -15,6 +15,7 @@
 //! Unlike bosh, an op's author-written `error:` text is shown *with* the underlying cause, the
 //! op's index and the file it came from. No IO here: ops files arrive as parsed documents.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use super::yaml::{self, Mapping, Value};
@@ -222,8 +223,28 @@ fn render_mods(mods: &[Modifier]) -> String {
         .collect()
 }
 
+/// The first `len` segments of a pointer: where an op is while it walks the document. Rendered
+/// only when an error needs it, so walking costs no copies.
+#[derive(Clone, Copy)]
+struct Here<'p> {
+    path: &'p Pointer,
+    len: usize,
+}
+
+impl Here<'_> {
+    fn render(&self) -> String {
+        self.path.prefix(self.len).render()
+    }
+}
+
+impl fmt::Display for Here<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
 /// Resolves an index with `:prev`/`:next` against an array length; negative counts from the end.
-fn concrete_index(index: i64, modifiers: &[Modifier], len: usize, path: &Pointer) -> Result<usize, PatchError> {
+fn concrete_index(index: i64, modifiers: &[Modifier], len: usize, path: &Here) -> Result<usize, PatchError> {
     let mut result = index;
     for m in modifiers {
         match m {
@@ -251,7 +272,7 @@ enum Slot {
     Insert(usize),
 }
 
-fn insertion_slot(index: i64, modifiers: &[Modifier], len: usize, path: &Pointer) -> Result<Slot, PatchError> {
+fn insertion_slot(index: i64, modifiers: &[Modifier], len: usize, path: &Here) -> Result<Slot, PatchError> {
     let mut before = false;
     let mut after = false;
     let mut shifts = Vec::new();
@@ -293,7 +314,7 @@ fn siblings(map: &Mapping) -> String {
     format!("found map keys: '{}'", keys.join("', '"))
 }
 
-fn mismatch(expected: &'static str, path: Pointer, found: &Value) -> PatchError {
+fn mismatch(expected: &'static str, path: Here, found: &Value) -> PatchError {
     PatchError::TypeMismatch { expected, path: path.render(), found: yaml::kind(found) }
 }
 
@@ -310,7 +331,7 @@ pub fn replace(doc: &mut Value, path: &Pointer, value: &Value) -> Result<(), Pat
 fn replace_at(node: &mut Value, path: &Pointer, i: usize, value: &Value) -> Result<(), PatchError> {
     let tokens = &path.tokens;
     let is_last = i == tokens.len() - 1;
-    let here = path.prefix(i + 1);
+    let here = Here { path, len: i + 1 };
     match &tokens[i] {
         Token::Index { index, modifiers } => {
             let Value::Sequence(items) = node else { return Err(mismatch("an array", here, node)) };
@@ -410,7 +431,7 @@ pub fn remove(doc: &mut Value, path: &Pointer) -> Result<(), PatchError> {
 fn remove_at(node: &mut Value, path: &Pointer, i: usize) -> Result<(), PatchError> {
     let tokens = &path.tokens;
     let is_last = i == tokens.len() - 1;
-    let here = path.prefix(i + 1);
+    let here = Here { path, len: i + 1 };
     match &tokens[i] {
         Token::Index { index, modifiers } => {
             let Value::Sequence(items) = node else { return Err(mismatch("an array", here, node)) };
@@ -467,62 +488,75 @@ fn remove_at(node: &mut Value, path: &Pointer, i: usize) -> Result<(), PatchErro
 /// Finds the value at `path` (what `--path` prints and what `test` compares). Optional segments
 /// that find nothing yield what a replace would have created there (null at the end).
 pub fn find(doc: &Value, path: &Pointer) -> Result<Value, PatchError> {
-    let mut node = doc.clone();
-    let tokens = &path.tokens;
-    for (i, token) in tokens.iter().enumerate() {
-        let here = path.prefix(i + 1);
-        node = match token {
-            Token::Index { index, modifiers } => {
-                let Value::Sequence(items) = &node else { return Err(mismatch("an array", here, &node)) };
-                let at = concrete_index(*index, modifiers, items.len(), &here)?;
-                items[at].clone()
-            }
-            Token::AfterLast => {
-                return Err(PatchError::Other(format!(
-                    "Expected not to find after last index token in path '{path}' (not supported in find operations)"
-                )));
-            }
-            Token::Matching { key, value, optional, modifiers } => {
-                let Value::Sequence(items) = &node else { return Err(mismatch("an array", here, &node)) };
-                let found = matching_indexes(items, key, value);
-                if *optional && found.is_empty() {
-                    let mut fresh = Mapping::new();
-                    fresh.insert(Value::from(key.as_str()), Value::from(value.as_str()));
-                    Value::Mapping(fresh)
-                } else if found.len() != 1 {
-                    return Err(PatchError::MatchCount { path: here.render(), found: found.len() });
-                } else {
-                    let at = concrete_index(found[0] as i64, modifiers, items.len(), &here)?;
-                    items[at].clone()
-                }
-            }
-            Token::Key { key, optional } => {
-                let Value::Mapping(map) = &node else { return Err(mismatch("a map", here, &node)) };
-                match map.get(key.as_str()) {
-                    Some(v) => v.clone(),
-                    None if !optional => {
-                        return Err(PatchError::MissingMapKey {
-                            key: key.clone(),
-                            path: here.render(),
-                            siblings: siblings(map),
-                        });
-                    }
-                    None => match tokens.get(i + 1) {
-                        None => Value::Null,
-                        Some(Token::Matching { .. }) => Value::Sequence(Vec::new()),
-                        Some(Token::Key { .. }) => Value::Mapping(Mapping::new()),
-                        Some(_) => {
-                            return Err(PatchError::Other(format!(
-                                "Expected to find key or matching index token at path '{}'",
-                                path.prefix(i + 2)
-                            )));
-                        }
-                    },
-                }
-            }
+    find_ref(doc, path).map(Cow::into_owned)
+}
+
+/// As [`find`], borrowing from `doc` unless an optional segment had to make a value up, so a
+/// lookup copies only what it returns.
+pub fn find_ref<'a>(doc: &'a Value, path: &Pointer) -> Result<Cow<'a, Value>, PatchError> {
+    let mut node = Cow::Borrowed(doc);
+    for i in 0..path.tokens.len() {
+        node = match node {
+            Cow::Borrowed(n) => find_step(n, path, i)?,
+            Cow::Owned(n) => Cow::Owned(find_step(&n, path, i)?.into_owned()),
         };
     }
     Ok(node)
+}
+
+fn find_step<'a>(node: &'a Value, path: &Pointer, i: usize) -> Result<Cow<'a, Value>, PatchError> {
+    let tokens = &path.tokens;
+    let here = Here { path, len: i + 1 };
+    Ok(match &tokens[i] {
+        Token::Index { index, modifiers } => {
+            let Value::Sequence(items) = node else { return Err(mismatch("an array", here, node)) };
+            let at = concrete_index(*index, modifiers, items.len(), &here)?;
+            Cow::Borrowed(&items[at])
+        }
+        Token::AfterLast => {
+            return Err(PatchError::Other(format!(
+                "Expected not to find after last index token in path '{path}' (not supported in find operations)"
+            )));
+        }
+        Token::Matching { key, value, optional, modifiers } => {
+            let Value::Sequence(items) = node else { return Err(mismatch("an array", here, node)) };
+            let found = matching_indexes(items, key, value);
+            if *optional && found.is_empty() {
+                let mut fresh = Mapping::new();
+                fresh.insert(Value::from(key.as_str()), Value::from(value.as_str()));
+                Cow::Owned(Value::Mapping(fresh))
+            } else if found.len() != 1 {
+                return Err(PatchError::MatchCount { path: here.render(), found: found.len() });
+            } else {
+                let at = concrete_index(found[0] as i64, modifiers, items.len(), &here)?;
+                Cow::Borrowed(&items[at])
+            }
+        }
+        Token::Key { key, optional } => {
+            let Value::Mapping(map) = node else { return Err(mismatch("a map", here, node)) };
+            match map.get(key.as_str()) {
+                Some(v) => Cow::Borrowed(v),
+                None if !optional => {
+                    return Err(PatchError::MissingMapKey {
+                        key: key.clone(),
+                        path: here.render(),
+                        siblings: siblings(map),
+                    });
+                }
+                None => Cow::Owned(match tokens.get(i + 1) {
+                    None => Value::Null,
+                    Some(Token::Matching { .. }) => Value::Sequence(Vec::new()),
+                    Some(Token::Key { .. }) => Value::Mapping(Mapping::new()),
+                    Some(_) => {
+                        return Err(PatchError::Other(format!(
+                            "Expected to find key or matching index token at path '{}'",
+                            path.prefix(i + 2)
+                        )));
+                    }
+                }),
+            }
+        }
+    })
 }
 
 /// One operation of an ops file.
@@ -552,15 +586,15 @@ impl Op {
                 replace(doc, path, &value)
             }
             Op::Test { path, expected: TestExpectation::Value(want) } => {
-                let found = find(doc, path)?;
-                if &found != want {
+                let found = find_ref(doc, path)?;
+                if found.as_ref() != want {
                     return Err(PatchError::Other(format!(
                         "Found value does not match expected value at path '{path}'"
                     )));
                 }
                 Ok(())
             }
-            Op::Test { path, expected: TestExpectation::Absent } => match find(doc, path) {
+            Op::Test { path, expected: TestExpectation::Absent } => match find_ref(doc, path) {
                 Ok(_) => Err(PatchError::Other(format!("Expected to not find '{path}'"))),
                 Err(PatchError::MissingMapKey { path: p, .. } | PatchError::MissingIndex { path: p, .. })
                     if p == path.render() =>

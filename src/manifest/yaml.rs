@@ -13,6 +13,7 @@ use std::fmt;
 use base64::Engine;
 
 mod emit;
+mod fast;
 pub use serde_yaml_ng::{Mapping, Number, Value};
 
 /// A YAML text could not be read. Names the source (usually a file path) and, where the parser
@@ -30,7 +31,11 @@ pub fn parse(text: &str, source_name: &str) -> Result<Value, ParseError> {
     if text.trim().is_empty() {
         return Ok(Value::Null);
     }
-    let mut value: Value = serde_yaml_ng::from_str(text).map_err(|e| err(describe(&e)))?;
+    // The fast reader takes the everyday subset; anything else, errors included, is libyaml's.
+    let mut value: Value = match fast::parse(text) {
+        Some(value) => value,
+        None => serde_yaml_ng::from_str(text).map_err(|e| err(describe(&e)))?,
+    };
     value.apply_merge().map_err(|e| err(format!("merge key (<<): {e}")))?;
     decode_binary(&mut value).map_err(err)?;
     Ok(value)

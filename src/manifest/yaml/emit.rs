@@ -171,16 +171,29 @@ fn is_plain_safe(s: &str) -> bool {
     if s.ends_with([' ', ':']) || s.contains(": ") || s.contains(" #") {
         return false;
     }
-    !s.chars().any(|c| c.is_control() || c == '\u{feff}' || c == '\u{85}' || c == '\u{2028}' || c == '\u{2029}')
+    !has_special(s, false)
+}
+
+/// True when `s` holds a control character (a line break too, unless `newline_ok`), a BOM, or a
+/// Unicode line or paragraph separator. One pass over the bytes: certificates are long.
+fn has_special(s: &str, newline_ok: bool) -> bool {
+    let bytes = s.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| match b {
+        b'\n' => !newline_ok,
+        0..=0x1f | 0x7f => true,
+        // U+0080..U+009F (C1 controls, U+0085 among them)
+        0xc2 => matches!(bytes.get(i + 1), Some(0x80..=0x9f)),
+        // U+2028, U+2029
+        0xe2 => bytes.get(i + 1) == Some(&0x80) && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9)),
+        // U+FEFF
+        0xef => bytes.get(i + 1) == Some(&0xbb) && bytes.get(i + 2) == Some(&0xbf),
+        _ => false,
+    })
 }
 
 fn literal_block_ok(s: &str) -> bool {
-    s.contains('\n')
-        && !s.starts_with([' ', '\n'])
-        && !s
-            .chars()
-            .any(|c| (c.is_control() && c != '\n') || matches!(c, '\u{feff}' | '\u{85}' | '\u{2028}' | '\u{2029}'))
-        && s.lines().all(|l| !l.ends_with(' '))
+    // No line may end in a space (`\r` is a control character, refused above).
+    s.contains('\n') && !s.starts_with([' ', '\n']) && !has_special(s, true) && !s.contains(" \n") && !s.ends_with(' ')
 }
 
 fn literal_block(s: &str, indent: usize, out: &mut String) {
@@ -279,6 +292,24 @@ mod tests {
         round_trip("s: \"line one\\n  indented\\n\\nafter blank\\n\"\n");
         round_trip("s: \"tabs\\tand\\u0001control\\nx\"\n");
         round_trip("- |\n  in a list\n  here\n");
+    }
+
+    #[test]
+    fn special_characters_are_found_byte_wise() {
+        let slow = |s: &str, newline_ok: bool| {
+            s.chars().any(|c| {
+                (c.is_control() && !(newline_ok && c == '\n'))
+                    || matches!(c, '\u{feff}' | '\u{85}' | '\u{2028}' | '\u{2029}')
+            })
+        };
+        for s in [
+            "plain", "a\nb", "tab\t", "\u{7f}", "\u{80}", "\u{85}", "\u{9f}", "\u{a0}", "é ü ß", "\u{2027}",
+            "\u{2028}", "\u{2029}", "\u{202a}", "\u{feff}", "\u{fefe}", "\u{fffd}", "日本", "\u{1f600}",
+        ] {
+            for newline_ok in [false, true] {
+                assert_eq!(has_special(s, newline_ok), slow(s, newline_ok), "{s:?} newline_ok={newline_ok}");
+            }
+        }
     }
 
     #[test]
