@@ -152,9 +152,21 @@ fn deploying_the_same_manifest_again_touches_no_vm_and_compiles_nothing() {
     let pids = process_pids(&d, "demo");
     let webs = web_ips(&d, "demo");
     assert_eq!(get_ok(&webs[0], 8080, "/count"), "1");
+    // The web job's post-deploy script ran once on each web instance after the first deploy.
+    let post_deploy_runs = |d: &Director| -> Vec<String> {
+        d.group("demo", "web")
+            .iter()
+            .map(|r| {
+                let file = d.vms_dir().join(&r.vm.as_ref().unwrap().cid).join("data/web/post-deploy-runs");
+                fs::read_to_string(file).unwrap_or_default().trim().to_string()
+            })
+            .collect()
+    };
+    assert_eq!(post_deploy_runs(&d), ["1", "1"]);
 
     let again = d.deploy("demo", &manifest, "demo.yml", &[]);
     assert_eq!(again.expect_ok(), summary(0, 0, 0, 3, 0, 4));
+    assert_eq!(post_deploy_runs(&d), ["1", "1"], "an unchanged deploy runs no post-deploy");
     assert!(!again.stdout.contains("\"stage\""), "an unchanged deploy has no stage to run:\n{}", again.stdout);
     // And the operator reads it in the summary line.
     let path = d.path("demo.yml");

@@ -262,7 +262,50 @@ impl<'a> Deployer<'a> {
                 self.delete_instance(record).await?;
             }
         }
+        // post-deploy, as BOSH runs it: once every instance runs, on every instance, when the
+        // deploy changed something (an unchanged deploy touches no VM).
+        if work.iter().any(|w| w.action != Action::NoOp) || report.deleted > 0 {
+            self.post_deploy(desired).await?;
+        }
         Ok(report)
+    }
+
+    /// Runs every job's `post-deploy` script on every service instance (max_in_flight of each
+    /// group at a time); a failing one fails the deploy, naming the instance.
+    async fn post_deploy(&self, desired: &DesiredDeployment) -> anyhow::Result<()> {
+        let records: BTreeMap<String, InstanceRecord> =
+            self.state.instances(&desired.name)?.into_iter().map(|r| (r.uuid.clone(), r)).collect();
+        let mut targets = Vec::new();
+        for group in desired.groups.iter().filter(|g| g.lifecycle == GroupLifecycle::Service) {
+            for instance in &group.instances {
+                if let Some(vm) = records.get(&instance.id).and_then(|r| r.vm.clone()) {
+                    targets.push((group.update.max_in_flight.max(1) as usize, instance.name(), vm));
+                }
+            }
+        }
+        if targets.is_empty() {
+            return Ok(());
+        }
+        self.reporter.stage("Running post-deploy scripts", targets.len());
+        let in_flight = targets.iter().map(|t| t.0).max().unwrap_or(1);
+        for chunk in targets.chunks(in_flight) {
+            let results = futures::future::join_all(chunk.iter().map(|(_, task, vm)| async move {
+                let started = Instant::now();
+                let endpoint: SshEndpoint = serde_json::from_str(&vm.endpoint_json)?;
+                let agent = self.reach.agent(&endpoint).await?;
+                let outcome = self.run_script(&agent, task, "post-deploy").await;
+                match &outcome {
+                    Ok(()) => self.reporter.finished(task, Ok("post-deploy"), started.elapsed()),
+                    Err(e) => self.reporter.finished(task, Err(&format!("{e:#}")), started.elapsed()),
+                }
+                outcome
+            }))
+            .await;
+            for ((_, task, _), result) in chunk.iter().zip(results) {
+                result.with_context(|| format!("post-deploy of {task}"))?;
+            }
+        }
+        Ok(())
     }
 
     fn check_cancel(&self) -> anyhow::Result<()> {
