@@ -718,7 +718,7 @@ fn the_jobs_render_and_run_as_their_bpm_yml_says() {
             let files = vm.render(&web.tarball, "web", "web", &web_instance, properties, links);
             assert_eq!(
                 files.keys().collect::<Vec<_>>(),
-                ["bin/pre-start", "config/bpm.yml", "config/web.json", "monit"]
+                ["bin/post-deploy", "bin/pre-start", "config/bpm.yml", "config/web.json", "monit"]
             );
             let config: Value = serde_json::from_str(&files["config/web.json"])
                 .unwrap_or_else(|e| panic!("web.json is JSON: {e}\n{}", files["config/web.json"]));
