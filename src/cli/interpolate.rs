@@ -18,7 +18,7 @@ use anyhow::{Context, anyhow};
 use crate::manifest::interpolate::{self, InterpolateError, Missing};
 use crate::manifest::patch::{self, Pointer, SourcedOp};
 use crate::manifest::vars::{self, Sources, Variables, VarsStore};
-use crate::manifest::yaml::{self, Value};
+use crate::manifest::yaml::{self, Mapping, Value};
 
 /// The flags every command that reads a manifest shares with `bosh interpolate`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -94,11 +94,38 @@ pub fn run(args: InterpolateArgs) -> anyhow::Result<ExitCode> {
 
 /// Reads `path`, applies the ops files and interpolates the variables named in `flags`,
 /// exactly as `rosh interpolate` does, and returns the resulting document.
+///
+/// The variable sources (a vars store full of certificates is the largest file) are read on a
+/// second thread while this one reads the manifest and applies the ops; failures are still
+/// reported in the order a sequential run meets them: manifest, ops files, variables, ops.
 pub fn render_file(path: &Path, flags: &VarFlags) -> anyhow::Result<Value> {
     let name = path.display().to_string();
-    let text = read_input(path)?;
-    let raw = yaml::parse(&text, &name)?;
-    render_document(raw, &name, flags)
+    // Two readers of standard input would race for it.
+    let parallel = !flags.vars_files.iter().any(|p| p == Path::new("-"));
+    let (prepared, variables) = std::thread::scope(|scope| {
+        let variables = parallel.then(|| scope.spawn(|| read_variables(flags)));
+        let prepared = (|| -> anyhow::Result<_> {
+            let text = read_input(path)?;
+            let raw = yaml::parse(&text, &name)?;
+            drop(text);
+            let ops = read_ops(&flags.ops_files)?;
+            let patched = apply_ops(&raw, &ops);
+            Ok((raw, ops, patched))
+        })();
+        let variables = match variables {
+            Some(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => Err(anyhow!("not loaded yet")),
+        };
+        (prepared, variables)
+    });
+    let (raw, ops, patched) = prepared?;
+    let variables = if parallel {
+        let (sources, store) = variables?;
+        Variables::new(sources, store.map(VarsStore::new))
+    } else {
+        load_variables(flags)?
+    };
+    Ok(evaluate(raw, &name, flags, &ops, variables, patched?)?.0)
 }
 
 /// As [`render_file`], for a document already in hand (`name` is used in errors).
@@ -113,19 +140,34 @@ pub fn render_with_store(
     raw: Value,
     name: &str,
     flags: &VarFlags,
-    store: Option<crate::manifest::yaml::Mapping>,
+    store: Option<Mapping>,
 ) -> anyhow::Result<(Value, Option<VarsStore>)> {
     let ops = read_ops(&flags.ops_files)?;
-    let mut variables = load_variables(flags)?;
-    if flags.vars_store.is_none()
-        && let Some(values) = store
-    {
-        variables = Variables::new(load_sources(flags)?, Some(VarsStore::new(values)));
-    }
+    let variables = match store {
+        Some(values) if flags.vars_store.is_none() => Variables::new(load_sources(flags)?, Some(VarsStore::new(values))),
+        _ => load_variables(flags)?,
+    };
+    let patched = apply_ops(&raw, &ops)?;
+    evaluate(raw, name, flags, &ops, variables, patched)
+}
 
+/// The manifest with the ops applied (`raw` itself is kept to explain missing variables).
+fn apply_ops(raw: &Value, ops: &[SourcedOp]) -> Result<Value, patch::OpsError> {
     let mut doc = raw.clone();
-    patch::apply_all(&mut doc, &ops)?;
+    patch::apply_all(&mut doc, ops)?;
+    Ok(doc)
+}
 
+/// Interpolates the patched document, saves the vars store, and answers the document and the
+/// store when something was generated into a store that is not `--vars-store`.
+fn evaluate(
+    raw: Value,
+    name: &str,
+    flags: &VarFlags,
+    ops: &[SourcedOp],
+    mut variables: Variables,
+    doc: Value,
+) -> anyhow::Result<(Value, Option<VarsStore>)> {
     let options = interpolate::Options { expect_all_found: flags.var_errs, expect_all_used: flags.var_errs_unused };
     let result = interpolate::evaluate(doc, &mut variables, &options);
 
@@ -139,7 +181,7 @@ pub fn render_with_store(
     let generated = if flags.vars_store.is_none() { variables.into_store().filter(VarsStore::changed) } else { None };
     let doc = result.map_err(|e| match e {
         InterpolateError::Vars { missing, unused } => {
-            anyhow!("{name}: {}", describe_var_errors(&missing, &unused, &raw, name, &ops))
+            anyhow!("{name}: {}", describe_var_errors(&missing, &unused, &raw, name, ops))
         }
         other => anyhow!("{name}: {other}"),
     })?;
@@ -212,21 +254,22 @@ fn read_ops(paths: &[PathBuf]) -> anyhow::Result<Vec<SourcedOp>> {
 }
 
 fn load_variables(flags: &VarFlags) -> anyhow::Result<Variables> {
+    let (sources, store) = read_variables(flags)?;
+    Ok(Variables::new(sources, store.map(VarsStore::new)))
+}
+
+/// The variable sources and the vars store's current values, as read from their files.
+fn read_variables(flags: &VarFlags) -> anyhow::Result<(Sources, Option<Mapping>)> {
     let sources = load_sources(flags)?;
     let store = match &flags.vars_store {
         None => None,
-        Some(path) => {
-            let existing = match std::fs::read_to_string(path) {
-                Ok(text) => {
-                    vars::vars_file(yaml::parse(&text, &path.display().to_string())?, &path.display().to_string())?
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
-                Err(e) => return Err(e).with_context(|| format!("reading vars store {}", path.display())),
-            };
-            Some(VarsStore::new(existing))
-        }
+        Some(path) => Some(match std::fs::read_to_string(path) {
+            Ok(text) => vars::vars_file(yaml::parse(&text, &path.display().to_string())?, &path.display().to_string())?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading vars store {}", path.display())),
+        }),
     };
-    Ok(Variables::new(sources, store))
+    Ok((sources, store))
 }
 
 fn load_sources(flags: &VarFlags) -> anyhow::Result<Sources> {

@@ -26,13 +26,52 @@ use regex::Regex;
 use super::generate::key_length_for;
 use super::patch::{self, Pointer, Token};
 use super::vars::{self, VariableDefinition, Variables, VarsError};
-use super::yaml::{self, Mapping, Value};
+use super::yaml::{self, Value};
 
 // bosh's pattern, with Go's ASCII `\w` spelled out (Rust's `\w` is Unicode-aware).
 static REFERENCE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\(\((!?[-/.0-9A-Za-z_\p{L}]+)\)\)").expect("valid regex"));
 static WHOLE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\A\(\((!?[-/.0-9A-Za-z_\p{L}]+)\)\)\z").expect("valid regex"));
+
+/// The names (with any `!`) of the `((name))` references in `text`, left to right, as
+/// [`REFERENCE`] finds them. ASCII text is scanned by hand: building the Unicode-aware regex costs
+/// more than a whole manifest's worth of scanning.
+fn references(text: &str) -> Vec<&str> {
+    if !text.is_ascii() {
+        return REFERENCE.captures_iter(text).map(|c| c.get(1).expect("group 1").as_str()).collect();
+    }
+    let bytes = text.as_bytes();
+    let name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'.' | b'_');
+    let mut names = Vec::new();
+    let mut at = 0;
+    while let Some(found) = text[at..].find("((") {
+        let start = at + found + 2;
+        let mut end = start;
+        if bytes.get(end) == Some(&b'!') {
+            end += 1;
+        }
+        let name_start = end;
+        while end < bytes.len() && name_byte(bytes[end]) {
+            end += 1;
+        }
+        if end > name_start && text[end..].starts_with("))") {
+            names.push(&text[start..end]);
+            at = end + 2;
+        } else {
+            at = start - 1;
+        }
+    }
+    names
+}
+
+/// True when `text` is exactly one reference, `((name))` (what [`WHOLE`] matches).
+fn is_whole_reference(text: &str) -> bool {
+    if !text.is_ascii() {
+        return WHOLE.is_match(text);
+    }
+    text.starts_with("((") && text.ends_with("))") && references(text).first().is_some_and(|n| n.len() + 4 == text.len())
+}
 
 /// How strict an evaluation is.
 #[derive(Debug, Clone, Copy, Default)]
@@ -222,6 +261,15 @@ fn prefetch_keys(defs: &[VariableDefinition], vars: &Variables) {
     }
 }
 
+/// A key interpolation cannot change: a scalar other than a string, or a string without `((`.
+fn inert_key(key: &Value) -> bool {
+    match key {
+        Value::Null | Value::Bool(_) | Value::Number(_) => true,
+        Value::String(s) => !s.contains("(("),
+        Value::Sequence(_) | Value::Mapping(_) | Value::Tagged(_) => false,
+    }
+}
+
 enum Seg {
     Key(String),
     Index(usize),
@@ -387,36 +435,62 @@ impl<'a> Tracker<'a> {
         }
     }
 
-    fn interpolate(&mut self, node: Value) -> Result<Value, InterpolateError> {
+    fn interpolate(&mut self, mut node: Value) -> Result<Value, InterpolateError> {
+        self.interpolate_in_place(&mut node)?;
+        Ok(node)
+    }
+
+    /// Interpolates `node` where it is: mappings are rebuilt only when a key changes.
+    fn interpolate_in_place(&mut self, node: &mut Value) -> Result<(), InterpolateError> {
         match node {
             Value::Mapping(map) => {
-                let mut out = Mapping::with_capacity(map.len());
-                for (key, value) in map {
-                    self.path.push(Seg::Key(yaml::scalar_text(&key).unwrap_or_default()));
-                    let value = self.interpolate(value);
-                    let key = value.and_then(|v| Ok((self.interpolate(key)?, v)));
+                let mut renamed: Vec<(usize, Value)> = Vec::new();
+                for (index, (key, value)) in map.iter_mut().enumerate() {
+                    self.path.push(Seg::Key(yaml::scalar_text(key).unwrap_or_default()));
+                    // Each value first, then its key, as bosh does (it decides which use of a
+                    // missing variable is reported first).
+                    let new_key = self.interpolate_in_place(value).and_then(|()| {
+                        if inert_key(key) { Ok(None) } else { self.interpolate(key.clone()).map(Some) }
+                    });
                     self.path.pop();
-                    let (key, value) = key?;
-                    out.insert(key, value);
+                    if let Some(new_key) = new_key?
+                        && new_key != *key
+                    {
+                        renamed.push((index, new_key));
+                    }
                 }
-                Ok(Value::Mapping(out))
+                if !renamed.is_empty() {
+                    let mut renamed = renamed.into_iter().peekable();
+                    let old = std::mem::take(map);
+                    for (index, (key, value)) in old.into_iter().enumerate() {
+                        let key = match renamed.next_if(|(at, _)| *at == index) {
+                            Some((_, new_key)) => new_key,
+                            None => key,
+                        };
+                        // A key renamed onto another keeps the first position and the last value.
+                        map.insert(key, value);
+                    }
+                }
+                Ok(())
             }
             Value::Sequence(items) => {
-                let mut out = Vec::with_capacity(items.len());
-                for (i, item) in items.into_iter().enumerate() {
+                for (i, item) in items.iter_mut().enumerate() {
                     self.path.push(Seg::Index(i));
-                    let item = self.interpolate(item);
+                    let result = self.interpolate_in_place(item);
                     self.path.pop();
-                    out.push(item?);
+                    result?;
                 }
-                Ok(Value::Sequence(out))
+                Ok(())
             }
-            Value::String(s) => self.interpolate_string(s),
-            Value::Tagged(mut tagged) => {
-                tagged.value = self.interpolate(tagged.value)?;
-                Ok(Value::Tagged(tagged))
+            Value::String(s) => {
+                if s.contains("((") {
+                    let text = std::mem::take(s);
+                    *node = self.interpolate_string(text)?;
+                }
+                Ok(())
             }
-            other => Ok(other),
+            Value::Tagged(tagged) => self.interpolate_in_place(&mut tagged.value),
+            Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
         }
     }
 
@@ -425,11 +499,11 @@ impl<'a> Tracker<'a> {
             return Ok(Value::String(text));
         }
         let names: Vec<String> =
-            REFERENCE.captures_iter(&text).map(|c| c[1].trim_start_matches('!').to_string()).collect();
+            references(&text).into_iter().map(|name| name.trim_start_matches('!').to_string()).collect();
         let mut text = text;
         for name in names {
             let Some(found) = self.lookup(&name)? else { continue };
-            if WHOLE.is_match(&text) {
+            if is_whole_reference(&text) {
                 return Ok(found);
             }
             let rendered = match &found {
@@ -449,6 +523,7 @@ impl<'a> Tracker<'a> {
 mod tests {
     use super::*;
     use crate::manifest::vars::{Sources, VarsStore};
+    use crate::manifest::yaml::Mapping;
 
     fn doc(text: &str) -> Value {
         yaml::parse(text, "t.yml").unwrap()
@@ -565,6 +640,29 @@ mod tests {
         let out = eval("a: ((l.1))\nb: ((m.0))\n", &mut vars, Options::default()).unwrap();
         assert_eq!(out["a"], Value::from("one"));
         assert_eq!(out["b"], Value::from("key-zero"));
+    }
+
+    #[test]
+    fn reference_scanner_agrees_with_the_regex() {
+        for text in [
+            "((a))",
+            "x ((a)) y ((!b.c)) z",
+            "(((a))",
+            "((a)))",
+            "((a b))",
+            "(()) ((",
+            "((a)((b))",
+            "((!))((-/._9Z))",
+            "(((!x)))",
+            "((a))((b))",
+            "a(( b ))",
+            "((é))",
+            "pre((ß.x))post",
+        ] {
+            let slow: Vec<&str> = REFERENCE.captures_iter(text).map(|c| c.get(1).unwrap().as_str()).collect();
+            assert_eq!(references(text), slow, "{text}");
+            assert_eq!(is_whole_reference(text), WHOLE.is_match(text), "{text}");
+        }
     }
 
     #[test]

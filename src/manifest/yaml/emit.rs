@@ -43,7 +43,13 @@ fn is_plain_key(key: &Value) -> bool {
 }
 
 fn pad(indent: usize, out: &mut String) {
-    out.extend(std::iter::repeat_n(' ', indent));
+    const SPACES: &str = "                                                                ";
+    let mut left = indent;
+    while left > 0 {
+        let n = left.min(SPACES.len());
+        out.push_str(&SPACES[..n]);
+        left -= n;
+    }
 }
 
 /// Writes a non-empty mapping at `indent`. With `inline_first`, the first key continues the
@@ -178,6 +184,10 @@ fn is_plain_safe(s: &str) -> bool {
 /// Unicode line or paragraph separator. One pass over the bytes: certificates are long.
 fn has_special(s: &str, newline_ok: bool) -> bool {
     let bytes = s.as_bytes();
+    // Printable ASCII (and line breaks) is the common case, and checks quickest.
+    if bytes.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\n') {
+        return !newline_ok && bytes.contains(&b'\n');
+    }
     bytes.iter().enumerate().any(|(i, &b)| match b {
         b'\n' => !newline_ok,
         0..=0x1f | 0x7f => true,

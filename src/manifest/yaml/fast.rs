@@ -605,7 +605,7 @@ fn negative(text: &str) -> Option<i128> {
     if leading_zero_digits(text) {
         return None;
     }
-    i128::from_str_radix(text, 10).ok()
+    text.parse::<i128>().ok()
 }
 
 /// `007`, `-01`: digits after a leading zero are a string in YAML 1.2.
