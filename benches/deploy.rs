@@ -31,7 +31,10 @@ fn rosh(args: &[&str], cwd: &Path, state: &Path) -> (Duration, f64) {
     assert_eq!(rc, child.id() as libc::pid_t);
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         let err = std::fs::read_to_string(cwd.join("rosh.err")).unwrap_or_default();
-        panic!("rosh {args:?} failed:\n{}", err.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+        panic!(
+            "rosh {args:?} failed:\n{}",
+            err.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
     (start.elapsed(), usage.ru_maxrss as f64 / 1024.0)
 }
@@ -62,7 +65,10 @@ fn release(dir: &Path) {
          consumes:\n- {name: peers, type: svc}\nprovides:\n- {name: peers, type: svc}\nproperties: {}\n",
     );
     write(&dir.join("jobs/svc/monit"), "");
-    write(&dir.join("jobs/svc/templates/peers.hbs"), "{{#with (link \"peers\")}}{{#each instances}}{{address}}\n{{/each}}{{/with}}");
+    write(
+        &dir.join("jobs/svc/templates/peers.hbs"),
+        "{{#with (link \"peers\")}}{{#each instances}}{{address}}\n{{/each}}{{/with}}",
+    );
     write(
         &dir.join("jobs/svc/templates/bpm.yml.hbs"),
         "processes:\n- name: svc\n  executable: /bin/sh\n  args: [-c, 'test -s {{spec.root}}/packages/payload/blob.bin && exec sleep 100000']\n",
@@ -118,12 +124,19 @@ fn main() {
     rosh(&["upload-release", "bench.tgz"], work, &state);
     rosh(&["update-cloud-config", "cloud.yml"], work, &state);
     let os = {
-        let out = Command::new(env!("CARGO_BIN_EXE_rosh")).args(["stemcells", "--json"]).env("ROSH_STATE_DIR", &state).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_rosh"))
+            .args(["stemcells", "--json"])
+            .env("ROSH_STATE_DIR", &state)
+            .output()
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v[0]["operating_system"].as_str().unwrap_or("debian-bookworm").to_string()
     };
 
-    println!("deploy of N local VMs: 20 MB package, peers config, a long-running process ({} cores)", std::thread::available_parallelism().map_or(1, |p| p.get()));
+    println!(
+        "deploy of N local VMs: 20 MB package, peers config, a long-running process ({} cores)",
+        std::thread::available_parallelism().map_or(1, |p| p.get())
+    );
     for (i, n) in ns.iter().enumerate() {
         write(&work.join("bench.yml"), &manifest(*n, &os));
         let (cold, cold_rss) = rosh(&["-d", "bench", "deploy", "bench.yml"], work, &state);

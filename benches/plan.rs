@@ -146,10 +146,22 @@ fn main() {
     )
     .unwrap();
     let tarball = f.root.join("stemcell-next.tgz");
-    cf_corpus::rosh_ok(&f.state_dir, &f.root, &["create-stemcell", "--local", "--definition", definition.to_str().unwrap(), "--tarball", tarball.to_str().unwrap()]);
+    cf_corpus::rosh_ok(
+        &f.state_dir,
+        &f.root,
+        &[
+            "create-stemcell",
+            "--local",
+            "--definition",
+            definition.to_str().unwrap(),
+            "--tarball",
+            tarball.to_str().unwrap(),
+        ],
+    );
     cf_corpus::rosh_ok(&f.state_dir, &f.root, &["upload-stemcell", tarball.to_str().unwrap()]);
     let pin = f.root.join("pin-stemcell.yml");
-    std::fs::write(&pin, format!("- type: replace\n  path: /stemcells/alias=default/version\n  value: \"{next}\"\n")).unwrap();
+    std::fs::write(&pin, format!("- type: replace\n  path: /stemcells/alias=default/version\n  value: \"{next}\"\n"))
+        .unwrap();
     let mut deployed_args = plan_args;
     deployed_args.extend(["-o".into(), pin.display().to_string(), "--detailed-exitcode".into()]);
     run_scenario(&Scenario { label: "rosh plan, deployed, new stemcell", args: deployed_args }, &f, process_runs);

@@ -33,7 +33,8 @@ fn peak_rss_mib() -> f64 {
 /// CPU time of every process on the machine (user + nice + system), from /proc/stat.
 fn machine_cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/stat").unwrap();
-    let fields: Vec<u64> = stat.lines().next().unwrap().split_whitespace().skip(1).take(3).map(|f| f.parse().unwrap()).collect();
+    let fields: Vec<u64> =
+        stat.lines().next().unwrap().split_whitespace().skip(1).take(3).map(|f| f.parse().unwrap()).collect();
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Duration::from_millis(fields.iter().sum::<u64>() * 1000 / hz)
@@ -81,7 +82,10 @@ async fn main() {
     let image = tmp.path().join("image");
     std::fs::write(&image, "bench").unwrap();
     let stemcell = cpi
-        .create_stemcell(CreateStemcell { image_path: image.display().to_string(), cloud_properties: serde_json::json!({}) })
+        .create_stemcell(CreateStemcell {
+            image_path: image.display().to_string(),
+            cloud_properties: serde_json::json!({}),
+        })
         .await
         .unwrap();
 

@@ -117,7 +117,8 @@ impl Served {
     /// Applies and starts a job whose process loops forever; its pid.
     fn run_job(&self) -> u32 {
         let job = self.put(&bpm_job("loop", "while :; do sleep 0.1; done"));
-        let spec = json!({ "deployment": "d", "instance": "g/0", "packages": [], "jobs": [{ "name": "j", "sha256": job }] });
+        let spec =
+            json!({ "deployment": "d", "instance": "g/0", "packages": [], "jobs": [{ "name": "j", "sha256": job }] });
         self.verb::<Applied>("apply", &spec);
         let started: Processes = self.verb("start", &json!({}));
         let p = process(&started.processes, "j", "loop");

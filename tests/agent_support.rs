@@ -45,8 +45,7 @@ impl Vm {
         if let Some(arg) = arg {
             command.arg(arg);
         }
-        let mut child =
-            command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let mut input = child.stdin.take().unwrap();
         let stdin = stdin.to_vec();
         let feeder = std::thread::spawn(move || {

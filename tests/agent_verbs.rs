@@ -64,7 +64,8 @@ fn put_blob_keeps_only_bytes_matching_their_digest() {
 #[test]
 fn bpm_process_runs_comes_back_after_kill_and_stops() {
     let vm = Vm::new();
-    let job = vm.put(&bpm_job("server", "echo started; while :; do echo tick >> \"$ROSH_ROOT/data/ticks\"; sleep 0.1; done"));
+    let job =
+        vm.put(&bpm_job("server", "echo started; while :; do echo tick >> \"$ROSH_ROOT/data/ticks\"; sleep 0.1; done"));
     let applied: Applied = vm.ok("apply", &spec(&[("web", &job)], &[]));
     assert_eq!(applied.changed_jobs, vec!["web"]);
     assert_eq!(state(&vm).job_state, JobState::Stopped);
@@ -244,7 +245,8 @@ fn run_script_reports_each_jobs_outcome() {
 #[test]
 fn drain_waits_as_long_as_the_longest_job_asks() {
     let vm = Vm::new();
-    let five = vm.put(&tgz(&[("bin/drain", "#!/bin/sh\necho \"$1 $2\" > \"$ROSH_ROOT/data/drain-args\"\necho 5\n", 0o755)]));
+    let five =
+        vm.put(&tgz(&[("bin/drain", "#!/bin/sh\necho \"$1 $2\" > \"$ROSH_ROOT/data/drain-args\"\necho 5\n", 0o755)]));
     let dynamic = vm.put(&tgz(&[("bin/drain", "#!/bin/sh\necho -8\n", 0o755)]));
     let none = vm.put(&tgz(&[("config/x", "", 0o644)]));
     vm.ok::<Applied>("apply", &spec(&[("five", &five), ("none", &none)], &[]));

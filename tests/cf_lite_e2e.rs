@@ -280,8 +280,18 @@ fn cf_lite_deploys_in_one_shot_passes_its_smoke_test_and_keeps_the_database_acro
             _ => assert_eq!(p["action"], "no_op", "only diego-lite's groups change: {p}"),
         }
     }
-    let cells = planned["order"].as_array().unwrap().iter().flat_map(|batch| batch.as_array().unwrap()).find(|g| g["name"] == "diego-cell").unwrap().clone();
-    assert_eq!((cells["canaries"].as_u64(), cells["max_in_flight"].as_u64(), cells["changing"].as_u64()), (Some(1), Some(1), Some(2)));
+    let cells = planned["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|batch| batch.as_array().unwrap())
+        .find(|g| g["name"] == "diego-cell")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (cells["canaries"].as_u64(), cells["max_in_flight"].as_u64(), cells["changing"].as_u64()),
+        (Some(1), Some(1), Some(2))
+    );
     assert!(planned["made_from"]["releases"].to_string().contains("diego-lite/0+dev.2"), "{}", planned["made_from"]);
     assert_eq!(planned["summary"]["compile"], 2, "bbs and rep compile: {}", planned["compile"]);
 

@@ -243,7 +243,8 @@ fn a_release_requiring_a_newer_stemcell_fails_the_check_and_its_requires_travel(
     // exists, with the same sentence.
     let cloud = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/cloud-config-local.yml");
     let manifest = d.path("needy.yml");
-    let out = d.rosh(&["-d", "compat", "deploy", manifest.to_str().unwrap(), "--cloud-config", cloud.to_str().unwrap()]);
+    let out =
+        d.rosh(&["-d", "compat", "deploy", manifest.to_str().unwrap(), "--cloud-config", cloud.to_str().unwrap()]);
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("requires a stemcell any OS >= 2.0"), "{err}");

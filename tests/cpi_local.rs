@@ -87,9 +87,19 @@ impl Director {
     /// Runs `command` on the VM with OpenSSH, trusting only `host_key` for it.
     fn ssh(&self, ssh: &Value, host_key: &str, command: &str, stdin: &[u8]) -> Output {
         let known_hosts = self.dir.path().join(format!("known_hosts-{}", ssh["host"].as_str().unwrap()));
-        std::fs::write(&known_hosts, format!("[{}]:{} {host_key}\n", ssh["host"].as_str().unwrap(), ssh["port"])).unwrap();
+        std::fs::write(&known_hosts, format!("[{}]:{} {host_key}\n", ssh["host"].as_str().unwrap(), ssh["port"]))
+            .unwrap();
         let mut child = Command::new("ssh")
-            .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10"])
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ConnectTimeout=10",
+            ])
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
             .arg("-i")
@@ -108,8 +118,18 @@ impl Director {
     }
 
     fn agent(&self, ssh: &Value, verb: &str, request: Value) -> Value {
-        let out = self.ssh(ssh, ssh["host_public_key"].as_str().unwrap(), &format!("rosh-agent {verb}"), request.to_string().as_bytes());
-        assert!(out.status.success(), "{verb}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = self.ssh(
+            ssh,
+            ssh["host_public_key"].as_str().unwrap(),
+            &format!("rosh-agent {verb}"),
+            request.to_string().as_bytes(),
+        );
+        assert!(
+            out.status.success(),
+            "{verb}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
@@ -129,7 +149,10 @@ fn agent_pid(vm_root: &Path) -> i32 {
 /// Whether `pid` is a live process (a zombie waiting to be reaped is not).
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s != "Z" && s != "X"),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|s| s != "Z" && s != "X"),
         Err(_) => false,
     }
 }
@@ -170,7 +193,11 @@ fn a_vm_made_over_the_protocol_answers_over_ssh_with_its_pinned_key_until_it_is_
     let impostor = Director::new();
     let out = d.ssh(&ssh, &impostor.public_key, "true", b"");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Host key verification failed"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Host key verification failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     assert_eq!(d.ok("has_vm", json!([cid])), json!(true));
     d.ok("set_vm_metadata", json!([cid, {"deployment": "demo", "instance_group": "web", "index": "0"}]));
@@ -179,7 +206,11 @@ fn a_vm_made_over_the_protocol_answers_over_ssh_with_its_pinned_key_until_it_is_
 
     // A command running over SSH when the VM crashes goes down with it.
     let known_hosts = d.dir.path().join("known_hosts-long");
-    std::fs::write(&known_hosts, format!("[{}]:{} {}\n", ssh["host"].as_str().unwrap(), ssh["port"], ssh["host_public_key"].as_str().unwrap())).unwrap();
+    std::fs::write(
+        &known_hosts,
+        format!("[{}]:{} {}\n", ssh["host"].as_str().unwrap(), ssh["port"], ssh["host_public_key"].as_str().unwrap()),
+    )
+    .unwrap();
     let mut long = Command::new("ssh")
         .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
         .arg("-o")
@@ -243,7 +274,12 @@ fn a_persistent_disk_keeps_its_data_when_its_vm_is_deleted_and_moves_to_a_new_vm
     assert_eq!(d.ok("get_disks", json!([vm1])), json!([disk]));
     let mounted = d.agent(&ssh1, "mount_disk", json!({"disk_id": disk, "hint": hint}));
     assert_eq!(mounted["disk_id"], disk);
-    let out = d.ssh(&ssh1, ssh1["host_public_key"].as_str().unwrap(), "cat > store/precious.txt", b"written before the VM was deleted\n");
+    let out = d.ssh(
+        &ssh1,
+        ssh1["host_public_key"].as_str().unwrap(),
+        "cat > store/precious.txt",
+        b"written before the VM was deleted\n",
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // A disk attached to one VM cannot be deleted or attached elsewhere.
@@ -265,7 +301,12 @@ fn a_persistent_disk_keeps_its_data_when_its_vm_is_deleted_and_moves_to_a_new_vm
     assert_eq!(String::from_utf8_lossy(&out.stdout), "written before the VM was deleted\n");
 
     // The agent refuses to mount a disk that is not the one at store.
-    let wrong = d.ssh(&ssh2, ssh2["host_public_key"].as_str().unwrap(), "rosh-agent mount_disk", json!({"disk_id": "disk-other"}).to_string().as_bytes());
+    let wrong = d.ssh(
+        &ssh2,
+        ssh2["host_public_key"].as_str().unwrap(),
+        "rosh-agent mount_disk",
+        json!({"disk_id": "disk-other"}).to_string().as_bytes(),
+    );
     assert!(!wrong.status.success());
 
     d.ok("detach_disk", json!([vm2, disk]));

@@ -660,8 +660,16 @@ fn ctrl_c_lets_the_running_instance_finish_starts_nothing_new_and_exits_130() {
     assert!(interrupted, "the deploy never reached kv: {seen:?}");
     assert_eq!(status.code(), Some(130), "{seen:?}");
     // kv, already being converged, finished; web was never started.
-    assert!(seen.iter().any(|e| e["event"] == "finished" && e["task"].as_str().is_some_and(|t| t.starts_with("kv/")) && e["ok"] == true), "{seen:?}");
-    assert!(!seen.iter().any(|e| e["task"].as_str().is_some_and(|t| t.starts_with("web/"))), "web was started: {seen:?}");
+    assert!(
+        seen.iter().any(|e| e["event"] == "finished"
+            && e["task"].as_str().is_some_and(|t| t.starts_with("kv/"))
+            && e["ok"] == true),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|e| e["task"].as_str().is_some_and(|t| t.starts_with("web/"))),
+        "web was started: {seen:?}"
+    );
     let kv = d.group("demo", "kv");
     assert_eq!(kv.len(), 1);
     assert!(!kv[0].dirty, "kv finished converging before the deploy stopped");
@@ -687,7 +695,14 @@ fn an_exported_compiled_release_deploys_elsewhere_without_compiling() {
         let name = r["name"].as_str().unwrap();
         let version = r["version"].as_str().unwrap();
         let tarball = d.path(&format!("{name}-compiled.tgz"));
-        let out = d.ok(&["export-release", &format!("{name}/{version}"), &format!("{os}/1.0"), "--tarball", tarball.to_str().unwrap(), "--json"]);
+        let out = d.ok(&[
+            "export-release",
+            &format!("{name}/{version}"),
+            &format!("{os}/1.0"),
+            "--tarball",
+            tarball.to_str().unwrap(),
+            "--json",
+        ]);
         let out: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(out["compiled"], 0, "everything was in the cache: {out}");
         tarballs.push(tarball);
@@ -710,22 +725,36 @@ fn an_exported_compiled_release_deploys_elsewhere_without_compiling() {
     assert!(smoke.status.success(), "{}", String::from_utf8_lossy(&smoke.stdout));
 
     // On a stemcell they were not compiled for, packages without source are refused before any VM.
-    let definition = fs::read_to_string(repo().join("stemcells/local/stemcell.yml")).unwrap().replace("version: \"1.0\"", "version: \"2.0\"");
+    let definition = fs::read_to_string(repo().join("stemcells/local/stemcell.yml"))
+        .unwrap()
+        .replace("version: \"1.0\"", "version: \"2.0\"");
     let def = other.write("stemcell-2.yml", &definition);
     let tarball = other.path("stemcell-2.tgz");
-    other.ok(&["create-stemcell", "--local", "--definition", def.to_str().unwrap(), "--tarball", tarball.to_str().unwrap()]);
+    other.ok(&[
+        "create-stemcell",
+        "--local",
+        "--definition",
+        def.to_str().unwrap(),
+        "--tarball",
+        tarball.to_str().unwrap(),
+    ]);
     other.ok(&["upload-stemcell", tarball.to_str().unwrap()]);
     let vms = other.vm_dirs();
     let mut pinned = quick_demo(&other);
     pinned.0["stemcells"][0]["version"] = yaml("'2.0'");
-    let refused = other.deploy("demo2", &{
-        let mut m = pinned;
-        m.set("name", "demo2");
-        for g in m.0["instance_groups"].as_sequence_mut().unwrap() {
-            g["networks"] = yaml("[{name: default}]");
-        }
-        m
-    }, "demo2.yml", &[]);
+    let refused = other.deploy(
+        "demo2",
+        &{
+            let mut m = pinned;
+            m.set("name", "demo2");
+            for g in m.0["instance_groups"].as_sequence_mut().unwrap() {
+                g["networks"] = yaml("[{name: default}]");
+            }
+            m
+        },
+        "demo2.yml",
+        &[],
+    );
     assert!(!refused.ok);
     assert!(refused.stderr.contains("compiled") && refused.stderr.contains("2.0"), "{}", refused.stderr);
     assert_eq!(other.vm_dirs(), vms, "no VM was made for the refused deploy");

@@ -117,7 +117,10 @@ fn groups_instances_and_jobs_are_the_manifests_after_scale_to_one_az() {
     }
     let instances: usize = d.groups.iter().map(|g| g.instances.len()).sum();
     let jobs: usize = d.groups.iter().map(|g| g.jobs.len()).sum();
-    eprintln!("cf-deployment v44.5.0 + scale-to-one-az: {} instance groups, {instances} instances, {jobs} jobs", d.groups.len());
+    eprintln!(
+        "cf-deployment v44.5.0 + scale-to-one-az: {} instance groups, {instances} instances, {jobs} jobs",
+        d.groups.len()
+    );
 }
 
 #[test]
@@ -139,7 +142,10 @@ fn links_across_cf_and_diego_resolve() {
     assert_eq!(from("api", "cloud_controller_ng", "file_server"), ("api", "file_server"));
     assert_eq!(from("api", "cloud_controller_ng", "cc_uploader"), ("api", "cc_uploader"));
     assert_eq!(from("scheduler", "cc_deployment_updater", "cloud_controller_internal"), ("api", "cloud_controller_ng"));
-    assert_eq!(from("rotate-cc-database-key", "rotate_cc_database_key", "cloud_controller_db"), ("api", "cloud_controller_ng"));
+    assert_eq!(
+        from("rotate-cc-database-key", "rotate_cc_database_key", "cloud_controller_db"),
+        ("api", "cloud_controller_ng")
+    );
     assert_eq!(from("singleton-blobstore", "blobstore", "directories_to_backup"), ("api", "cloud_controller_ng"));
 
     // A link carries the provider's addresses and its declared properties, valued from the
@@ -166,7 +172,13 @@ fn links_across_cf_and_diego_resolve() {
                         resolved += 1;
                         assert_eq!(l.kind, c.kind, "{}/{} {}", g.name, j.name, c.name);
                         let provider = job(&d, &l.group, &l.job);
-                        assert!(provider.spec.provides.iter().any(|p| p.kind == c.kind), "{}/{} {}", g.name, j.name, c.name);
+                        assert!(
+                            provider.spec.provides.iter().any(|p| p.kind == c.kind),
+                            "{}/{} {}",
+                            g.name,
+                            j.name,
+                            c.name
+                        );
                     }
                     None => assert!(c.optional, "{}/{}: required link {} unresolved", g.name, j.name, c.name),
                 }
@@ -219,7 +231,9 @@ fn properties_are_checked_against_the_real_specs() {
     let declared: BTreeSet<&str> = bbs.spec.properties.keys().map(String::as_str).collect();
     assert!(declared.contains("diego.bbs.sql.db_driver"), "the real bbs spec is the one used");
     assert!(
-        base.warnings.iter().any(|w| w.starts_with("instance_groups[2] (diego-api).jobs[1] (bbs): property diego.bbs.skip_consul_lock ")),
+        base.warnings.iter().any(
+            |w| w.starts_with("instance_groups[2] (diego-api).jobs[1] (bbs): property diego.bbs.skip_consul_lock ")
+        ),
         "{:#?}",
         base.warnings
     );
@@ -256,7 +270,9 @@ fn the_real_package_graphs_are_ordered_and_compile_once_per_stemcell() {
         assert_eq!(at.len(), g.packages.len(), "{}: a package twice", g.name);
         for (i, p) in g.packages.iter().enumerate() {
             for dep in &p.dependencies {
-                let j = at.get(&(p.release.as_str(), dep.as_str())).unwrap_or_else(|| panic!("{}: {} needs {dep}", g.name, p.name));
+                let j = at
+                    .get(&(p.release.as_str(), dep.as_str()))
+                    .unwrap_or_else(|| panic!("{}: {} needs {dep}", g.name, p.name));
                 assert!(*j < i, "{}: {}/{} comes before its dependency {dep}", g.name, p.release, p.name);
             }
         }
@@ -294,10 +310,12 @@ fn the_real_package_graphs_are_ordered_and_compile_once_per_stemcell() {
             let key = rosh::compile::dependency_key(p, &by_release[p.release.as_str()]).unwrap();
             compiles.entry(stemcell.clone()).or_default().insert(format!("{}/{}/{key}", p.name, p.fingerprint));
             let up = upstream[p.release.as_str()];
-            upstream_compiles
-                .entry(stemcell.clone())
-                .or_default()
-                .insert(format!("{}/{}/{}", p.name, up.packages[&p.name].fingerprint, up.dependency_key(&p.name)));
+            upstream_compiles.entry(stemcell.clone()).or_default().insert(format!(
+                "{}/{}/{}",
+                p.name,
+                up.packages[&p.name].fingerprint,
+                up.dependency_key(&p.name)
+            ));
         }
     }
     let counts: BTreeMap<&String, usize> = compiles.iter().map(|(s, c)| (s, c.len())).collect();
@@ -335,17 +353,27 @@ fn rosh_plan_of_v44_5_fresh_deployed_and_with_a_new_stemcell() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         serde_json::from_str(&rosh_ok(&f.state_dir, &f.root, &args)).expect("plan --json")
     };
-    let count = |plan: &serde_json::Value, action: &str| plan["instances"].as_array().unwrap().iter().filter(|p| p["action"] == action).count();
+    let count = |plan: &serde_json::Value, action: &str| {
+        plan["instances"].as_array().unwrap().iter().filter(|p| p["action"] == action).count()
+    };
 
     // Without update.order: links, the manifest's own order is refused naming both pairs.
     let mut args: Vec<String> = vec!["-d".into(), "cf".into(), "plan".into(), cf_manifest().display().to_string()];
     args.extend(f.interpolate_args(&[]));
-    args.extend(["-l".into(), f.vars_store.display().to_string(), "--cloud-config".into(), f.cloud_config.display().to_string()]);
+    args.extend([
+        "-l".into(),
+        f.vars_store.display().to_string(),
+        "--cloud-config".into(),
+        f.cloud_config.display().to_string(),
+    ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let refused = rosh(&f.state_dir, &f.root, &args);
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
-    assert!(err.contains("consumes gorouter from router") && err.contains("consumes directories_to_backup from api"), "{err}");
+    assert!(
+        err.contains("consumes gorouter from router") && err.contains("consumes directories_to_backup from api"),
+        "{err}"
+    );
 
     let cloud = f.cloud_config.display().to_string();
     let fresh = plan(&["--cloud-config", &cloud]);
@@ -360,7 +388,9 @@ fn rosh_plan_of_v44_5_fresh_deployed_and_with_a_new_stemcell() {
     assert_eq!(fresh["summary"]["compile"], 72, "the distinct packages of the real specs");
     // In link order every required provider's group comes before its consumers.
     // (Errand groups are not in the update order: they run on demand.)
-    let position = |name: &str| fresh["order"].as_array().unwrap().iter().position(|b| b.as_array().unwrap().iter().any(|g| g["name"] == name));
+    let position = |name: &str| {
+        fresh["order"].as_array().unwrap().iter().position(|b| b.as_array().unwrap().iter().any(|g| g["name"] == name))
+    };
     let mut checked = 0;
     for link in fresh["links"].as_array().unwrap().iter().filter(|l| l["optional"] == false) {
         let (c, p) = (link["consumer"].as_str().unwrap(), link["provider"].as_str().unwrap());
@@ -371,7 +401,11 @@ fn rosh_plan_of_v44_5_fresh_deployed_and_with_a_new_stemcell() {
     }
     assert!(checked >= 2, "only {checked} required links between service groups");
     // The two pairs the manifest's own order had the wrong way round.
-    assert!(position("router") < position("api") && position("api") < position("singleton-blobstore"), "{}", fresh["order"]);
+    assert!(
+        position("router") < position("api") && position("api") < position("singleton-blobstore"),
+        "{}",
+        fresh["order"]
+    );
 
     f.record_as_deployed();
     let same = plan(&[]);
@@ -388,20 +422,38 @@ fn rosh_plan_of_v44_5_fresh_deployed_and_with_a_new_stemcell() {
     )
     .unwrap();
     let tarball = root.path().join("stemcell-next.tgz");
-    rosh_ok(&f.state_dir, &f.root, &["create-stemcell", "--local", "--definition", definition.to_str().unwrap(), "--tarball", tarball.to_str().unwrap()]);
+    rosh_ok(
+        &f.state_dir,
+        &f.root,
+        &[
+            "create-stemcell",
+            "--local",
+            "--definition",
+            definition.to_str().unwrap(),
+            "--tarball",
+            tarball.to_str().unwrap(),
+        ],
+    );
     rosh_ok(&f.state_dir, &f.root, &["upload-stemcell", tarball.to_str().unwrap()]);
     let pin = root.path().join("pin-stemcell.yml");
-    std::fs::write(&pin, format!("- type: replace\n  path: /stemcells/alias=default/version\n  value: \"{next}\"\n")).unwrap();
+    std::fs::write(&pin, format!("- type: replace\n  path: /stemcells/alias=default/version\n  value: \"{next}\"\n"))
+        .unwrap();
     let pin = pin.display().to_string();
     let upgraded = plan(&["-o", &pin]);
     assert_eq!(count(&upgraded, "recreate"), instances);
     for p in upgraded["instances"].as_array().unwrap() {
         let reasons = p["reasons"].as_array().unwrap();
         assert!(
-            reasons.iter().any(|r| r["reason"] == "stemcell_changed" && r["to"].as_str().unwrap().ends_with(&format!("/{next}"))),
+            reasons
+                .iter()
+                .any(|r| r["reason"] == "stemcell_changed" && r["to"].as_str().unwrap().ends_with(&format!("/{next}"))),
             "{p}"
         );
     }
     assert_eq!(upgraded["summary"]["compile"], 72, "every package compiles for the new stemcell");
-    eprintln!("rosh plan with a new stemcell: {} recreate, {} packages to compile", count(&upgraded, "recreate"), upgraded["summary"]["compile"]);
+    eprintln!(
+        "rosh plan with a new stemcell: {} recreate, {} packages to compile",
+        count(&upgraded, "recreate"),
+        upgraded["summary"]["compile"]
+    );
 }

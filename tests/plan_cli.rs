@@ -36,7 +36,12 @@ fn plan(d: &Director, m: &Manifest, extra: &[&str]) -> Json {
     let mut args = vec!["-d", "demo", "plan", path.to_str().unwrap(), "--json"];
     args.extend_from_slice(extra);
     let out = d.rosh(&args);
-    assert!(out.status.success(), "plan failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "plan failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     serde_json::from_slice(&out.stdout).expect("plan --json prints JSON")
 }
 
@@ -44,7 +49,8 @@ fn plan(d: &Director, m: &Manifest, extra: &[&str]) -> Json {
 fn reason(r: &Json) -> String {
     let kind = r["reason"].as_str().unwrap().to_string();
     if let Some(job) = r["job"].as_str() {
-        let files: Vec<&str> = r["files"].as_array().map(|f| f.iter().filter_map(Json::as_str).collect()).unwrap_or_default();
+        let files: Vec<&str> =
+            r["files"].as_array().map(|f| f.iter().filter_map(Json::as_str).collect()).unwrap_or_default();
         return format!("{kind}({job}:{})", files.join(","));
     }
     if let Some(names) = r["names"].as_array() {
@@ -96,7 +102,8 @@ fn world(d: &Director) -> (BTreeMap<String, String>, Vec<String>, BTreeMap<Strin
             if meta.is_dir() {
                 walk(&path, root, out);
             } else if meta.is_file() {
-                let digest: String = sha2::Sha256::digest(fs::read(&path).unwrap()).iter().map(|b| format!("{b:02x}")).collect();
+                let digest: String =
+                    sha2::Sha256::digest(fs::read(&path).unwrap()).iter().map(|b| format!("{b:02x}")).collect();
                 out.insert(path.strip_prefix(root).unwrap().display().to_string(), digest);
             }
         }
@@ -121,7 +128,11 @@ fn each_change_alone_and_several_at_once_get_their_actions_and_reasons_and_plan_
     let p = plan(&d, &m, &[]);
     expect(
         &p,
-        &[("kv/0", "no_op"), ("web/0", "update: properties_changed(web:config/web.json)"), ("web/1", "update: properties_changed(web:config/web.json)")],
+        &[
+            ("kv/0", "no_op"),
+            ("web/0", "update: properties_changed(web:config/web.json)"),
+            ("web/1", "update: properties_changed(web:config/web.json)"),
+        ],
         "a web property",
     );
     assert_eq!(p["summary"]["update"], 2);
@@ -146,7 +157,11 @@ fn each_change_alone_and_several_at_once_get_their_actions_and_reasons_and_plan_
 
     let mut m = quick_demo(&d);
     m.group("kv")["env"] = yaml("{bosh: {keep_root_password: true}}");
-    expect(&plan(&d, &m, &[]), &[("kv/0", "recreate: env_changed"), ("web/0", "no_op"), ("web/1", "no_op")], "kv's env");
+    expect(
+        &plan(&d, &m, &[]),
+        &[("kv/0", "recreate: env_changed"), ("web/0", "no_op"), ("web/1", "no_op")],
+        "kv's env",
+    );
 
     let mut m = quick_demo(&d);
     m.group("kv")["networks"][0]["static_ips"] = yaml(&format!("[{}]", d.ip(0, 11)));
@@ -161,19 +176,31 @@ fn each_change_alone_and_several_at_once_get_their_actions_and_reasons_and_plan_
     m.group("kv")["persistent_disk"] = yaml("2048");
     expect(
         &plan(&d, &m, &[]),
-        &[("kv/0", "update: persistent_disk_changed(1024->2048) [disk resize]"), ("web/0", "no_op"), ("web/1", "no_op")],
+        &[
+            ("kv/0", "update: persistent_disk_changed(1024->2048) [disk resize]"),
+            ("web/0", "no_op"),
+            ("web/1", "no_op"),
+        ],
         "kv's disk size",
     );
 
     let mut m = quick_demo(&d);
     m.instances("web", 3);
     let p = plan(&d, &m, &[]);
-    expect(&p, &[("kv/0", "no_op"), ("web/0", "no_op"), ("web/1", "no_op"), ("web/2", "create: scale_up")], "web scaled up");
+    expect(
+        &p,
+        &[("kv/0", "no_op"), ("web/0", "no_op"), ("web/1", "no_op"), ("web/2", "create: scale_up")],
+        "web scaled up",
+    );
     assert_eq!(p["summary"]["create"], 1);
 
     let mut m = quick_demo(&d);
     m.instances("web", 1);
-    expect(&plan(&d, &m, &[]), &[("kv/0", "no_op"), ("web/0", "no_op"), ("web/1", "delete: scale_down")], "web scaled down");
+    expect(
+        &plan(&d, &m, &[]),
+        &[("kv/0", "no_op"), ("web/0", "no_op"), ("web/1", "delete: scale_down")],
+        "web scaled down",
+    );
 
     let mut m = quick_demo(&d);
     m.remove_group("smoke-tests").remove_group("web");
@@ -185,7 +212,11 @@ fn each_change_alone_and_several_at_once_get_their_actions_and_reasons_and_plan_
 
     expect(
         &plan(&d, &quick_demo(&d), &["--recreate"]),
-        &[("kv/0", "recreate: recreate_requested"), ("web/0", "recreate: recreate_requested"), ("web/1", "recreate: recreate_requested")],
+        &[
+            ("kv/0", "recreate: recreate_requested"),
+            ("web/0", "recreate: recreate_requested"),
+            ("web/1", "recreate: recreate_requested"),
+        ],
         "--recreate",
     );
 
@@ -219,7 +250,8 @@ fn each_change_alone_and_several_at_once_get_their_actions_and_reasons_and_plan_
 
     // --detailed-exitcode: 0 without changes, 2 with.
     let same = d.write("same.yml", &quick_demo(&d).text());
-    let code = |file: &Path| d.rosh(&["-d", "demo", "plan", file.to_str().unwrap(), "--detailed-exitcode"]).status.code();
+    let code =
+        |file: &Path| d.rosh(&["-d", "demo", "plan", file.to_str().unwrap(), "--detailed-exitcode"]).status.code();
     assert_eq!(code(&same), Some(0));
     assert_eq!(code(&path), Some(2));
 
@@ -245,7 +277,8 @@ fn snapshot(name: &str, actual: &str) {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, actual).unwrap();
     }
-    let expected = fs::read_to_string(&path).unwrap_or_else(|_| panic!("no snapshot {} (run with ROSH_UPDATE_SNAPSHOTS=1)", path.display()));
+    let expected = fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("no snapshot {} (run with ROSH_UPDATE_SNAPSHOTS=1)", path.display()));
     assert_eq!(actual, expected, "the rendered plan differs from {}", path.display());
 }
 
@@ -273,14 +306,28 @@ fn state_side_reasons_and_saved_plans() {
     expect(&plan(&d, &quick_demo(&d), &[]), UNCHANGED, "back as deployed");
 
     // A new stemcell version: every VM is recreated, naming both versions.
-    let definition = fs::read_to_string(repo().join("stemcells/local/stemcell.yml")).unwrap().replace("version: \"1.0\"", "version: \"1.1\"");
+    let definition = fs::read_to_string(repo().join("stemcells/local/stemcell.yml"))
+        .unwrap()
+        .replace("version: \"1.0\"", "version: \"1.1\"");
     let def = d.write("stemcell-1.1.yml", &definition);
     let tarball = d.path("stemcell-1.1.tgz");
-    d.ok(&["create-stemcell", "--local", "--definition", def.to_str().unwrap(), "--tarball", tarball.to_str().unwrap()]);
+    d.ok(&[
+        "create-stemcell",
+        "--local",
+        "--definition",
+        def.to_str().unwrap(),
+        "--tarball",
+        tarball.to_str().unwrap(),
+    ]);
     d.ok(&["upload-stemcell", tarball.to_str().unwrap()]);
     let p = plan(&d, &quick_demo(&d), &[]);
     for (name, row) in table(&p) {
-        assert!(row.starts_with("recreate: stemcell_changed(") && row.contains("/1.0->") && row.contains("/1.1), packages_changed("), "{name}: {row}");
+        assert!(
+            row.starts_with("recreate: stemcell_changed(")
+                && row.contains("/1.0->")
+                && row.contains("/1.1), packages_changed("),
+            "{name}: {row}"
+        );
     }
     assert!(p["summary"]["compile"].as_u64().unwrap() >= 4, "packages compile for the new stemcell: {}", p["summary"]);
     let mut pinned = quick_demo(&d);
@@ -296,8 +343,13 @@ fn state_side_reasons_and_saved_plans() {
     let rows = table(&p);
     assert_eq!(rows["kv/0"], "no_op");
     assert!(rows["web/0"].starts_with("update: packages_changed(webapp)"), "{}", rows["web/0"]);
-    let to_compile: Vec<&str> =
-        p["compile"].as_array().unwrap().iter().filter(|c| c["cached"] == false).filter_map(|c| c["package"].as_str()).collect();
+    let to_compile: Vec<&str> = p["compile"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["cached"] == false)
+        .filter_map(|c| c["package"].as_str())
+        .collect();
     assert_eq!(to_compile, ["webapp"], "only the changed package compiles: {}", p["compile"]);
 
     // Saved plans: a stale one is refused with both serials, and nothing changes. (The
@@ -342,7 +394,10 @@ fn a_consumer_before_its_provider_is_refused_unless_allowed_and_update_order_lin
     let refused = d.rosh(&["-d", "demo", "plan", path.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{err}");
-    assert!(err.contains("web consumes kv from kv, which updates after it") && err.contains("--allow-unordered-links"), "{err}");
+    assert!(
+        err.contains("web consumes kv from kv, which updates after it") && err.contains("--allow-unordered-links"),
+        "{err}"
+    );
     let deploy = d.rosh(&["-d", "demo", "deploy", path.to_str().unwrap()]);
     assert_eq!(deploy.status.code(), Some(1));
     assert!(d.vm_dirs().is_empty(), "the refused deploy made no VM");

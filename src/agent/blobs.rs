@@ -20,7 +20,7 @@ use super::protocol::{Sha256, StoredBlob};
 use super::root::{Root, check_name, check_sha256};
 use super::{Context, Error, Result};
 use crate::release::archive;
-use crate::release::digest::{DigestingReader, Hashes, Hasher};
+use crate::release::digest::{DigestingReader, Hasher, Hashes};
 
 const COPY_BUFFER: usize = 256 * 1024;
 
@@ -80,7 +80,10 @@ pub fn get(root: &Root, sha256: &str, out: &mut dyn Write) -> Result<u64> {
     let hashes = reader.finish();
     if hashes.sha256 != sha256 {
         let _ = fs::remove_file(&path);
-        return Err(Error(format!("blob {sha256} is corrupt on the VM (its content hashes to {}); removed", hashes.sha256)));
+        return Err(Error(format!(
+            "blob {sha256} is corrupt on the VM (its content hashes to {}); removed",
+            hashes.sha256
+        )));
     }
     Ok(hashes.size)
 }

@@ -92,12 +92,7 @@ pub fn request(root: &Root, request: &Request, timeout: Duration) -> Result<Opti
     let socket = SocketPath::new(&root.supervisor_socket())?;
     let mut stream = match UnixStream::connect(&socket.path) {
         Ok(stream) => stream,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
             return Ok(None);
         }
         Err(e) => return Err(Error(format!("connecting to the supervisor: {e}"))),
@@ -172,11 +167,9 @@ pub fn ensure_supervisor(root: &Root) -> Result<()> {
         }
         if Instant::now() > deadline {
             return Err(Error(match exited {
-                Some(status) => format!(
-                    "the supervisor exited at once ({}); see {}",
-                    os::describe_exit(status),
-                    log_path.display()
-                ),
+                Some(status) => {
+                    format!("the supervisor exited at once ({}); see {}", os::describe_exit(status), log_path.display())
+                }
                 None => format!("the supervisor did not answer within 10 s; see {}", log_path.display()),
             }));
         }

@@ -106,9 +106,9 @@ pub fn parse_bpm(text: &str, root: &Path, job: &str) -> Result<Vec<ProcessDef>> 
                 .iter()
                 .enumerate()
                 .map(|(j, v)| {
-                    yaml::scalar_text(v)
-                        .map(|s| rewrite_vcap(&s, root))
-                        .ok_or_else(|| err(&at.key("args").index(j), format!("expected a string, found {}", yaml::kind(v))))
+                    yaml::scalar_text(v).map(|s| rewrite_vcap(&s, root)).ok_or_else(|| {
+                        err(&at.key("args").index(j), format!("expected a string, found {}", yaml::kind(v)))
+                    })
                 })
                 .collect::<Result<_>>()?,
             Some(other) => return Err(err(&at.key("args"), format!("expected an array, found {}", yaml::kind(other)))),
@@ -220,9 +220,8 @@ pub fn parse_monit(text: &str, root: &Path, job: &str) -> Result<Vec<ProcessDef>
                     finish(block, &mut defs)?;
                 }
                 if word(i + 1).as_deref() == Some("process") {
-                    let name = tokens
-                        .get(i + 2)
-                        .ok_or_else(|| Error(format!("{source}: `check process` without a name")))?;
+                    let name =
+                        tokens.get(i + 2).ok_or_else(|| Error(format!("{source}: `check process` without a name")))?;
                     current = Some((name.clone(), None, None, None));
                     i += 3;
                 } else {
@@ -382,8 +381,8 @@ processes:
     fn bpm_errors_name_the_path() {
         let err = parse_bpm("processes:\n  - name: a\n", Path::new(ROOT), "web").unwrap_err();
         assert!(err.0.contains("processes[0].executable: is required"), "{err}");
-        let err = parse_bpm("processes:\n  - name: ../x\n    executable: /bin/true\n", Path::new(ROOT), "web")
-            .unwrap_err();
+        let err =
+            parse_bpm("processes:\n  - name: ../x\n    executable: /bin/true\n", Path::new(ROOT), "web").unwrap_err();
         assert!(err.0.contains("invalid process name"), "{err}");
         let err = parse_bpm("nothing: here\n", Path::new(ROOT), "web").unwrap_err();
         assert!(err.0.contains("processes: is required"), "{err}");
@@ -418,7 +417,11 @@ check process worker
         );
         assert_eq!(
             defs[1].kind,
-            ProcessKind::Monit { start: "/bin/sh -c \"exec /tmp/vm-1/packages/w/bin/w\"".into(), stop: None, pidfile: None }
+            ProcessKind::Monit {
+                start: "/bin/sh -c \"exec /tmp/vm-1/packages/w/bin/w\"".into(),
+                stop: None,
+                pidfile: None
+            }
         );
     }
 

@@ -133,8 +133,7 @@ impl Supervisor {
         let socket = root.supervisor_socket();
         let _ = fs::remove_file(&socket);
         let bind_path = SocketPath::new(&socket)?;
-        let listener =
-            UnixListener::bind(&bind_path.path).ctx(|| format!("listening on {}", socket.display()))?;
+        let listener = UnixListener::bind(&bind_path.path).ctx(|| format!("listening on {}", socket.display()))?;
         drop(bind_path);
         super::root::write_atomic(&root.supervisor_pid_file(), format!("{}\n", std::process::id()).as_bytes())?;
         let supervisor = Arc::new(Supervisor {
@@ -613,7 +612,11 @@ fn prepare(command: &mut Command, root: &Root, def: &ProcessDef) -> std::result:
     let log_dir = root.job_log_dir(&def.job);
     let open = |suffix: &str| -> std::result::Result<fs::File, String> {
         let path = log_dir.join(format!("{}.{suffix}.log", def.name));
-        fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("opening {}: {e}", path.display()))
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("opening {}: {e}", path.display()))
     };
     command.stdin(Stdio::null()).stdout(open("stdout")?).stderr(open("stderr")?);
     command.process_group(0);

@@ -324,9 +324,7 @@ fn run_job_scripts(
             .collect();
         handles
             .into_iter()
-            .map(|(job, handle)| {
-                (job, handle.join().unwrap_or_else(|_| Err(Error::new("script thread panicked"))))
-            })
+            .map(|(job, handle)| (job, handle.join().unwrap_or_else(|_| Err(Error::new("script thread panicked")))))
             .collect()
     });
     outcomes
@@ -371,7 +369,11 @@ fn drain(root: &Root, request: Drain) -> Result<Drained> {
         })?;
         if secs < 0 {
             // Dynamic drain: the director asks again (`job_check_status`) in |n| seconds.
-            log(&format!("drain of job `{}` asked for a dynamic drain: again in {} s", result.job, secs.unsigned_abs()));
+            log(&format!(
+                "drain of job `{}` asked for a dynamic drain: again in {} s",
+                result.job,
+                secs.unsigned_abs()
+            ));
             poll_jobs.push(result.job.clone());
             poll_secs = poll_secs.max(secs.unsigned_abs());
         } else {

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use rosh_cpi::{Cid, Cpi, CreateStemcell, NetworkSettings};
 
-use super::interpolate::{VarFlags, render_with_store};
 use super::compat::{GateOptions, cpi_infos, gate};
+use super::interpolate::{VarFlags, render_with_store};
 use super::plan::PlanFlags;
 use super::progress;
 use crate::blobstore::{Blobstore, LocalBlobstore};
@@ -119,7 +119,8 @@ impl Director {
 pub fn run(deployment: Option<String>, args: DeployArgs) -> anyhow::Result<ExitCode> {
     let director = Director::open()?;
     if args.dry_run {
-        let planned = super::plan::make_plan(&director, deployment.as_deref(), &args.manifest, &args.flags, &args.plan_flags)?;
+        let planned =
+            super::plan::make_plan(&director, deployment.as_deref(), &args.manifest, &args.flags, &args.plan_flags)?;
         if args.json {
             println!("{}", serde_json::to_string(&planned.plan)?);
         } else {
@@ -149,7 +150,8 @@ pub fn run(deployment: Option<String>, args: DeployArgs) -> anyhow::Result<ExitC
             std::process::exit(130);
         }
     });
-    let result = runtime.block_on(deploy(&director, deployment.as_deref(), &args, expect, reporter.as_ref(), cancel.clone()));
+    let result =
+        runtime.block_on(deploy(&director, deployment.as_deref(), &args, expect, reporter.as_ref(), cancel.clone()));
     let report = match result {
         Ok(report) => report,
         Err(e) if cancel.load(Ordering::SeqCst) => {
@@ -170,7 +172,10 @@ pub fn run(deployment: Option<String>, args: DeployArgs) -> anyhow::Result<ExitC
         report.packages_cached
     );
     if args.json {
-        println!("{}", serde_json::json!({"event": "summary", "report": report, "elapsed_ms": started.elapsed().as_millis() as u64}));
+        println!(
+            "{}",
+            serde_json::json!({"event": "summary", "report": report, "elapsed_ms": started.elapsed().as_millis() as u64})
+        );
     } else {
         println!("{summary}");
     }
@@ -178,7 +183,12 @@ pub fn run(deployment: Option<String>, args: DeployArgs) -> anyhow::Result<ExitC
 }
 
 /// Reads the manifest with its variables (generated ones kept in the state).
-pub fn read_manifest(director: &Director, path: &std::path::Path, flags: &VarFlags, expected_name: Option<&str>) -> anyhow::Result<(Value, Deployment)> {
+pub fn read_manifest(
+    director: &Director,
+    path: &std::path::Path,
+    flags: &VarFlags,
+    expected_name: Option<&str>,
+) -> anyhow::Result<(Value, Deployment)> {
     let display = path.display().to_string();
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {display}"))?;
     let raw = yaml::parse(&text, &display)?;
@@ -197,11 +207,8 @@ pub fn read_manifest(director: &Director, path: &std::path::Path, flags: &VarFla
         .collect::<anyhow::Result<_>>()?;
     let (doc, generated) = render_with_store(raw, &display, flags, Some(stored))?;
     if let Some(store) = generated {
-        let values: BTreeMap<String, serde_json::Value> = store
-            .values()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), yaml::to_json(v))))
-            .collect();
+        let values: BTreeMap<String, serde_json::Value> =
+            store.values().iter().filter_map(|(k, v)| Some((k.as_str()?.to_string(), yaml::to_json(v)))).collect();
         director.state.set_variables(&name, &values)?;
     }
     let loaded = Deployment::from_value(&doc).map_err(|e| anyhow!("{display}: {e}"))?;
@@ -211,7 +218,11 @@ pub fn read_manifest(director: &Director, path: &std::path::Path, flags: &VarFla
 /// The cloud config in force: `--cloud-config FILE`, else the stored one.
 pub fn cloud_config(director: &Director, file: Option<&std::path::Path>) -> anyhow::Result<(CloudConfig, Option<i64>)> {
     let (text, display, id) = match file {
-        Some(path) => (std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?, path.display().to_string(), None),
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            path.display().to_string(),
+            None,
+        ),
         None => match director.state.latest_config(ConfigKind::Cloud, "default")? {
             Some(config) => (config.content, "cloud config".to_string(), Some(config.id)),
             None => bail!("no cloud config: give --cloud-config FILE or run `rosh update-cloud-config FILE` first"),
@@ -251,7 +262,12 @@ pub struct Prepared {
     pub packages_cached: usize,
 }
 
-pub async fn prepare(director: &Director, desired: &DesiredDeployment, cloud: &CloudConfig, reporter: &dyn Reporter) -> anyhow::Result<Prepared> {
+pub async fn prepare(
+    director: &Director,
+    desired: &DesiredDeployment,
+    cloud: &CloudConfig,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<Prepared> {
     let state = &director.state;
     let cpis = director.cpis()?;
     let reach = director.reach()?;
@@ -268,7 +284,9 @@ pub async fn prepare(director: &Director, desired: &DesiredDeployment, cloud: &C
             let (cpi_name, cpi) = cpis.get(name.as_deref())?;
             let key = (cpi_name.clone(), format!("{}/{}", group.stemcell.name, group.stemcell.version));
             if let std::collections::btree_map::Entry::Vacant(slot) = stemcell_cids.entry(key) {
-                let cid = ensure_stemcell(director, &cpi_name, cpi.as_ref(), &group.stemcell.name, &group.stemcell.version).await?;
+                let cid =
+                    ensure_stemcell(director, &cpi_name, cpi.as_ref(), &group.stemcell.name, &group.stemcell.version)
+                        .await?;
                 slot.insert(cid);
             }
         }
@@ -279,7 +297,11 @@ pub async fn prepare(director: &Director, desired: &DesiredDeployment, cloud: &C
     let mut wanted = Vec::new();
     for group in &desired.groups {
         let key = (compilation_cpi.clone(), format!("{}/{}", group.stemcell.name, group.stemcell.version));
-        let target = Target { os: group.stemcell.os.clone(), version: group.stemcell.version.clone(), stemcell_cid: stemcell_cids[&key].clone() };
+        let target = Target {
+            os: group.stemcell.os.clone(),
+            version: group.stemcell.version.clone(),
+            stemcell_cid: stemcell_cids[&key].clone(),
+        };
         wanted.push((target, group.packages.clone()));
     }
     let compiled = compile::compile(state, &director.blobs, &reach, &workers, &wanted, reporter).await?;
@@ -328,22 +350,46 @@ async fn deploy(
         only: None,
         expect,
     };
-    converge(director, &inputs, options, args.plan_flags.allow_unordered_links, &args.plan_flags.gate_options(), reporter, cancel).await
+    converge(
+        director,
+        &inputs,
+        options,
+        args.plan_flags.allow_unordered_links,
+        &args.plan_flags.gate_options(),
+        reporter,
+        cancel,
+    )
+    .await
 }
 
 /// Refuses a saved plan made from anything other than what the deploy would read now (state,
 /// manifest and its inputs, configs, releases, stemcells), or promising other changes than a
 /// deploy would make now; answers what it promises.
-fn check_saved_plan(director: &Director, deployment: Option<&str>, path: &std::path::Path, args: &DeployArgs) -> anyhow::Result<Vec<crate::plan::reconcile::Shape>> {
+fn check_saved_plan(
+    director: &Director,
+    deployment: Option<&str>,
+    path: &std::path::Path,
+    args: &DeployArgs,
+) -> anyhow::Result<Vec<crate::plan::reconcile::Shape>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading the plan {}", path.display()))?;
-    let saved: crate::plan::rollout::Plan = serde_json::from_str(&text).with_context(|| format!("{}: not a rosh plan file", path.display()))?;
+    let saved: crate::plan::rollout::Plan =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a rosh plan file", path.display()))?;
     if saved.format != crate::plan::rollout::FORMAT {
-        bail!("{}: plan format {} is not the format {} this rosh reads", path.display(), saved.format, crate::plan::rollout::FORMAT);
+        bail!(
+            "{}: plan format {} is not the format {} this rosh reads",
+            path.display(),
+            saved.format,
+            crate::plan::rollout::FORMAT
+        );
     }
     let now = super::plan::make_plan(director, deployment, &args.manifest, &args.flags, &args.plan_flags)?;
     let changes = saved.made_from.changes_since(&now.plan.made_from);
     if !changes.is_empty() {
-        bail!("{} is stale, refusing to apply it:\n  {}\nmake a new plan with `rosh plan`", path.display(), changes.join("\n  "));
+        bail!(
+            "{} is stale, refusing to apply it:\n  {}\nmake a new plan with `rosh plan`",
+            path.display(),
+            changes.join("\n  ")
+        );
     }
     let promised = crate::plan::reconcile::shape_of(&saved.instances);
     if promised != crate::plan::reconcile::shape_of(&now.plan.instances) {
@@ -377,7 +423,9 @@ impl Inputs {
         let cloud_id = recorded.cloud_config_id;
         let cloud = match cloud_id {
             Some(id) => {
-                let config = state.config_by_id(id)?.ok_or_else(|| anyhow!("cloud config version {id} used by `{name}` is gone"))?;
+                let config = state
+                    .config_by_id(id)?
+                    .ok_or_else(|| anyhow!("cloud config version {id} used by `{name}` is gone"))?;
                 let doc = yaml::parse(&config.content, "cloud config")?;
                 CloudConfig::from_value(&doc).map_err(|e| anyhow!("cloud config version {id}: {e}"))?.model
             }
@@ -385,7 +433,9 @@ impl Inputs {
         };
         let mut runtimes = Vec::new();
         for id in &recorded.runtime_config_ids {
-            let config = state.config_by_id(*id)?.ok_or_else(|| anyhow!("runtime config version {id} used by `{name}` is gone"))?;
+            let config = state
+                .config_by_id(*id)?
+                .ok_or_else(|| anyhow!("runtime config version {id} used by `{name}` is gone"))?;
             let display = format!("runtime config '{}'", config.name);
             let doc = yaml::parse(&config.content, &display)?;
             let model = RuntimeConfig::from_value(&doc, &config.name).map_err(|e| anyhow!("{display}: {e}"))?;
@@ -442,20 +492,41 @@ async fn converge(
         reporter.note(&format!("warning: compatibility: {}", finding.message));
     }
     let prepared = prepare(director, &desired, &inputs.cloud, reporter).await?;
-    let mut deployer =
-        Deployer::new(state, &director.blobs, &prepared.cpis, prepared.reach.clone(), reporter, options, prepared.stemcell_cids.clone());
+    let mut deployer = Deployer::new(
+        state,
+        &director.blobs,
+        &prepared.cpis,
+        prepared.reach.clone(),
+        reporter,
+        options,
+        prepared.stemcell_cids.clone(),
+    );
     deployer.cancel = cancel;
     let mut report = deployer.deploy(&desired, &prepared.compiled).await?;
     report.packages_compiled = prepared.packages_compiled;
     report.packages_cached = prepared.packages_cached;
 
-    state.set_deployment_usage(&desired.name, &desired.releases, &desired.stemcells.iter().map(|s| (s.name.clone(), s.version.clone())).collect::<Vec<_>>())?;
-    state.record_deployed_manifest(&desired.name, &yaml::to_string(&inputs.doc), inputs.cloud_id, &inputs.runtime_ids)?;
+    state.set_deployment_usage(
+        &desired.name,
+        &desired.releases,
+        &desired.stemcells.iter().map(|s| (s.name.clone(), s.version.clone())).collect::<Vec<_>>(),
+    )?;
+    state.record_deployed_manifest(
+        &desired.name,
+        &yaml::to_string(&inputs.doc),
+        inputs.cloud_id,
+        &inputs.runtime_ids,
+    )?;
     Ok(report)
 }
 
 /// The desired deployment from the manifest, the configs and what is uploaded and recorded.
-pub fn desire(director: &Director, manifest: &Deployment, cloud: &CloudConfig, runtimes: &[(String, RuntimeConfig)]) -> anyhow::Result<DesiredDeployment> {
+pub fn desire(
+    director: &Director,
+    manifest: &Deployment,
+    cloud: &CloudConfig,
+    runtimes: &[(String, RuntimeConfig)],
+) -> anyhow::Result<DesiredDeployment> {
     let state = &director.state;
     let releases = state
         .releases()?
@@ -481,13 +552,10 @@ pub fn desire(director: &Director, manifest: &Deployment, cloud: &CloudConfig, r
             bootstrap: r.bootstrap,
         })
         .collect::<Vec<_>>();
-    let own_ips: std::collections::BTreeSet<std::net::IpAddr> = known.iter().flat_map(|k| k.ips.values().copied()).collect();
-    let elsewhere = state
-        .ips_in_use()?
-        .into_iter()
-        .filter_map(|ip| ip.parse().ok())
-        .filter(|ip| !own_ips.contains(ip))
-        .collect();
+    let own_ips: std::collections::BTreeSet<std::net::IpAddr> =
+        known.iter().flat_map(|k| k.ips.values().copied()).collect();
+    let elsewhere =
+        state.ips_in_use()?.into_iter().filter_map(|ip| ip.parse().ok()).filter(|ip| !own_ips.contains(ip)).collect();
     let new_id = crate::plan::random_id;
     let input = crate::plan::build::DesiredInput {
         manifest,
@@ -505,9 +573,9 @@ pub fn desire(director: &Director, manifest: &Deployment, cloud: &CloudConfig, r
     // `update.order: links`: the groups in the link graph's order instead of the manifest's.
     let by_links = manifest.update.as_ref().and_then(|u| u.order.as_ref()) == Some(&Param::Literal(UpdateOrder::Links));
     if by_links {
-        let order = crate::plan::graph::LinkGraph::new(&desired)
-            .order_by_links(&desired.groups)
-            .map_err(|cycle| anyhow!("{}: update.order: links: the required links form a cycle: {cycle}", manifest.name))?;
+        let order = crate::plan::graph::LinkGraph::new(&desired).order_by_links(&desired.groups).map_err(|cycle| {
+            anyhow!("{}: update.order: links: the required links form a cycle: {cycle}", manifest.name)
+        })?;
         desired.groups.sort_by_key(|g| order.iter().position(|name| name == &g.name));
     }
     Ok(desired)
@@ -552,7 +620,11 @@ pub fn compile_workers(cloud: &CloudConfig, cpis: &CpiSet, reach: &Reach, deploy
     let network = param_str(&compilation.network).ok_or_else(|| anyhow!("compilation.network is a variable"))?;
     let mut cloud_properties = serde_json::json!({});
     if let Some(vm_type) = compilation.vm_type.as_ref().and_then(param_str) {
-        let found = cloud.vm_types.iter().find(|t| t.name == vm_type).ok_or_else(|| anyhow!("compilation.vm_type: `{vm_type}` is not a vm_type of the cloud config"))?;
+        let found = cloud
+            .vm_types
+            .iter()
+            .find(|t| t.name == vm_type)
+            .ok_or_else(|| anyhow!("compilation.vm_type: `{vm_type}` is not a vm_type of the cloud config"))?;
         cloud_properties = yaml::to_json(&Value::Mapping(match &found.cloud_properties {
             Param::Literal(m) => m.clone(),
             Param::Var(_) => Default::default(),
@@ -579,21 +651,30 @@ pub fn compile_workers(cloud: &CloudConfig, cpis: &CpiSet, reach: &Reach, deploy
 }
 
 /// The stemcell's cid on CPI `cpi_name`, uploading its image there the first time.
-pub async fn ensure_stemcell(director: &Director, cpi_name: &str, cpi: &dyn Cpi, name: &str, version: &str) -> anyhow::Result<Cid> {
+pub async fn ensure_stemcell(
+    director: &Director,
+    cpi_name: &str,
+    cpi: &dyn Cpi,
+    name: &str,
+    version: &str,
+) -> anyhow::Result<Cid> {
     if let Some(cid) = director.state.stemcell_cid(cpi_name, name, version)? {
         return Ok(Cid(cid));
     }
-    let record = director.state.stemcell(name, version)?.ok_or_else(|| anyhow!("stemcell {name}/{version} is not uploaded"))?;
+    let record =
+        director.state.stemcell(name, version)?.ok_or_else(|| anyhow!("stemcell {name}/{version} is not uploaded"))?;
     let tmp = tempfile::tempdir_in(&director.state_dir)?;
     let image = tmp.path().join("image");
     if let Some(sha) = &record.image_sha256 {
         let mut reader = director.blobs.open(sha)?;
         let mut file = std::fs::File::create(&image)?;
-        std::io::copy(&mut reader, &mut file).with_context(|| format!("reading the image of stemcell {name}/{version}"))?;
+        std::io::copy(&mut reader, &mut file)
+            .with_context(|| format!("reading the image of stemcell {name}/{version}"))?;
     } else {
         std::fs::write(&image, b"")?;
     }
-    let cloud_properties: serde_json::Value = serde_json::from_str(&record.cloud_properties_json).unwrap_or(serde_json::json!({}));
+    let cloud_properties: serde_json::Value =
+        serde_json::from_str(&record.cloud_properties_json).unwrap_or(serde_json::json!({}));
     let cid = cpi
         .create_stemcell(CreateStemcell { image_path: image.display().to_string(), cloud_properties })
         .await

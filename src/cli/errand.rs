@@ -36,9 +36,9 @@ pub fn run(deployment: Option<String>, args: RunErrandArgs) -> anyhow::Result<Ex
     let Some(deployment) = deployment else { bail!("run-errand needs a deployment: give -d NAME") };
     let director = Director::open()?;
     let state = &director.state;
-    let deployed = state
-        .deployment_manifest(&deployment)?
-        .ok_or_else(|| anyhow!("deployment `{deployment}` has not been deployed: run `rosh -d {deployment} deploy MANIFEST` first"))?;
+    let deployed = state.deployment_manifest(&deployment)?.ok_or_else(|| {
+        anyhow!("deployment `{deployment}` has not been deployed: run `rosh -d {deployment} deploy MANIFEST` first")
+    })?;
     let doc = yaml::parse(&deployed.text, "the deployed manifest")?;
     let manifest = Deployment::from_value(&doc).map_err(|e| anyhow!("the deployed manifest: {e}"))?.model;
     let cloud_text = match deployed.cloud_config_id {
@@ -46,7 +46,9 @@ pub fn run(deployment: Option<String>, args: RunErrandArgs) -> anyhow::Result<Ex
         None => state.latest_config(ConfigKind::Cloud, "default")?.map(|c| c.content),
     }
     .ok_or_else(|| anyhow!("the cloud config deployment `{deployment}` was deployed with is gone"))?;
-    let cloud = CloudConfig::from_value(&yaml::parse(&cloud_text, "cloud config")?).map_err(|e| anyhow!("cloud config: {e}"))?.model;
+    let cloud = CloudConfig::from_value(&yaml::parse(&cloud_text, "cloud config")?)
+        .map_err(|e| anyhow!("cloud config: {e}"))?
+        .model;
     let (runtimes, _) = runtime_configs(&director)?;
     let _lock = state.lock(&format!("deployment:{deployment}"), Some(Duration::from_secs(5)))?;
 
@@ -54,7 +56,11 @@ pub fn run(deployment: Option<String>, args: RunErrandArgs) -> anyhow::Result<Ex
     let Some(group) = desired.groups.iter().find(|g| g.name == args.name) else {
         let errands: Vec<&str> =
             desired.groups.iter().filter(|g| g.lifecycle == GroupLifecycle::Errand).map(|g| g.name.as_str()).collect();
-        bail!("deployment `{deployment}` has no errand `{}` (errands: {})", args.name, if errands.is_empty() { "none".to_string() } else { errands.join(", ") });
+        bail!(
+            "deployment `{deployment}` has no errand `{}` (errands: {})",
+            args.name,
+            if errands.is_empty() { "none".to_string() } else { errands.join(", ") }
+        );
     };
     if group.lifecycle != GroupLifecycle::Errand {
         bail!("instance group `{}` is not an errand (its lifecycle is service)", args.name);

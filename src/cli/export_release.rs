@@ -41,7 +41,9 @@ pub struct ExportReleaseArgs {
 }
 
 fn split<'a>(text: &'a str, what: &str) -> anyhow::Result<(&'a str, &'a str)> {
-    text.split_once('/').filter(|(a, b)| !a.is_empty() && !b.is_empty()).ok_or_else(|| anyhow!("{what} `{text}` is not NAME/VERSION"))
+    text.split_once('/')
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        .ok_or_else(|| anyhow!("{what} `{text}` is not NAME/VERSION"))
 }
 
 pub fn run(args: ExportReleaseArgs) -> anyhow::Result<ExitCode> {
@@ -86,10 +88,19 @@ pub fn run(args: ExportReleaseArgs) -> anyhow::Result<ExitCode> {
             let reach = director.reach()?;
             let cpi_name = compilation_cpi(&cloud, &cpis)?;
             let (_, cpi) = cpis.get(Some(&cpi_name))?;
-            let stemcell_cid = ensure_stemcell(&director, &cpi_name, cpi.as_ref(), &stemcell.name, &stemcell.version).await?;
+            let stemcell_cid =
+                ensure_stemcell(&director, &cpi_name, cpi.as_ref(), &stemcell.name, &stemcell.version).await?;
             let workers = compile_workers(&cloud, &cpis, &reach, &format!("export-{name}"))?;
             let target = Target { os: os.to_string(), version: os_version.to_string(), stemcell_cid };
-            let done = compile::compile(state, &director.blobs, &reach, &workers, &[(target, refs.clone())], reporter.as_ref()).await?;
+            let done = compile::compile(
+                state,
+                &director.blobs,
+                &reach,
+                &workers,
+                &[(target, refs.clone())],
+                reporter.as_ref(),
+            )
+            .await?;
             anyhow::Ok(done.compiled)
         })?;
     }
@@ -136,14 +147,19 @@ pub fn run(args: ExportReleaseArgs) -> anyhow::Result<ExitCode> {
 
     let read_blob = |sha: &str, what: &str| -> anyhow::Result<Vec<u8>> {
         let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut director.blobs.open(sha)?, &mut bytes).with_context(|| format!("reading {what} ({sha})"))?;
+        std::io::Read::read_to_end(&mut director.blobs.open(sha)?, &mut bytes)
+            .with_context(|| format!("reading {what} ({sha})"))?;
         Ok(bytes)
     };
     let mut tgz = Tgz::create(&out)?;
     tgz.bytes("release.MF", 0o644, serde_yaml_ng::to_string(&manifest)?.as_bytes())?;
     tgz.dir("jobs")?;
     for job in &record.jobs {
-        tgz.bytes(&format!("jobs/{}.tgz", job.name), 0o644, &read_blob(&job.blob_sha256, &format!("job {}", job.name))?)?;
+        tgz.bytes(
+            &format!("jobs/{}.tgz", job.name),
+            0o644,
+            &read_blob(&job.blob_sha256, &format!("job {}", job.name))?,
+        )?;
     }
     tgz.dir("compiled_packages")?;
     for entry in &entries {

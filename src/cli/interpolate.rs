@@ -144,7 +144,9 @@ pub fn render_with_store(
 ) -> anyhow::Result<(Value, Option<VarsStore>)> {
     let ops = read_ops(&flags.ops_files)?;
     let variables = match store {
-        Some(values) if flags.vars_store.is_none() => Variables::new(load_sources(flags)?, Some(VarsStore::new(values))),
+        Some(values) if flags.vars_store.is_none() => {
+            Variables::new(load_sources(flags)?, Some(VarsStore::new(values)))
+        }
         _ => load_variables(flags)?,
     };
     let patched = apply_ops(&raw, &ops)?;

@@ -285,7 +285,10 @@ impl Ops<'_> {
 
     async fn stop(&self, agent: &AgentClient, record: &InstanceRecord) -> anyhow::Result<()> {
         if !self.skip_drain {
-            agent.drain_fully("shutdown", Duration::from_secs(300), Duration::from_secs(3600)).await.context("draining")?;
+            agent
+                .drain_fully("shutdown", Duration::from_secs(300), Duration::from_secs(3600))
+                .await
+                .context("draining")?;
         }
         agent.stop(&JobSelection::default()).await.context("stopping the jobs")?;
         self.set_state(record, InstanceState::Stopped)

@@ -202,7 +202,8 @@ fn views(director: &Director, name: &str, only_with_vm: bool) -> anyhow::Result<
     let key = DirectorKey::load_or_create(&director.state_dir)?;
     let rt = runtime()?;
     let probes = rt.block_on(probe_all(&key, &records));
-    let mut views: Vec<InstanceView> = records.iter().zip(&probes).map(|(r, p)| InstanceView::new(r, p, &disks)).collect();
+    let mut views: Vec<InstanceView> =
+        records.iter().zip(&probes).map(|(r, p)| InstanceView::new(r, p, &disks)).collect();
     // An agent that does not answer on a VM its CPI no longer knows is a missing VM, as cck
     // calls it (a CPI config that cannot be opened leaves the agent's word).
     if let Ok(cpis) = director.cpis() {

@@ -92,7 +92,13 @@ pub fn run(deployment: Option<String>, args: PlanArgs) -> anyhow::Result<ExitCod
     } else {
         print!("{}", plan.render(std::io::stdout().is_terminal()));
         if let Some(out) = &args.out {
-            println!("Saved to {} (apply with `rosh -d {} deploy {} --plan {}`)", out.display(), plan.made_from.deployment, args.manifest.display(), out.display());
+            println!(
+                "Saved to {} (apply with `rosh -d {} deploy {} --plan {}`)",
+                out.display(),
+                plan.made_from.deployment,
+                args.manifest.display(),
+                out.display()
+            );
         }
     }
     Ok(if args.detailed_exitcode && plan.summary.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
@@ -105,7 +111,13 @@ pub struct Planned {
 }
 
 /// The plan of deploying `manifest` now. Writes nothing anywhere.
-pub fn make_plan(director: &Director, expected: Option<&str>, manifest: &Path, flags: &VarFlags, options: &PlanFlags) -> anyhow::Result<Planned> {
+pub fn make_plan(
+    director: &Director,
+    expected: Option<&str>,
+    manifest: &Path,
+    flags: &VarFlags,
+    options: &PlanFlags,
+) -> anyhow::Result<Planned> {
     let state = &director.state;
     let serial = state.serial()?;
     let read = read_manifest_readonly(director, manifest, flags, expected)?;
@@ -127,7 +139,9 @@ pub fn make_plan(director: &Director, expected: Option<&str>, manifest: &Path, f
     if let Some(message) = report.error_message() {
         bail!("{message}");
     }
-    desired.warnings.extend(report.bypassed.iter().map(|f| format!("compatibility (bypassed by --skip-compat-check): {}", f.message)));
+    desired.warnings.extend(
+        report.bypassed.iter().map(|f| format!("compatibility (bypassed by --skip-compat-check): {}", f.message)),
+    );
     desired.warnings.extend(report.warnings.iter().map(|f| format!("compatibility: {}", f.message)));
 
     // What compiles, and each package's digest where the cache has it (a stand-in otherwise:
@@ -138,7 +152,9 @@ pub fn make_plan(director: &Director, expected: Option<&str>, manifest: &Path, f
     for group in &desired.groups {
         let stemcell = format!("{}/{}", group.stemcell.os, group.stemcell.version);
         let mut mine = BTreeMap::new();
-        for compile::CacheEntry { package, key, found } in compile::cached(state, &group.packages, &group.stemcell.os, &group.stemcell.version)? {
+        for compile::CacheEntry { package, key, found } in
+            compile::cached(state, &group.packages, &group.stemcell.os, &group.stemcell.version)?
+        {
             let digest = match &found {
                 Some(record) => record.blob_sha256.clone(),
                 None => format!("to-compile:{}", package.fingerprint),
@@ -184,7 +200,9 @@ pub fn make_plan(director: &Director, expected: Option<&str>, manifest: &Path, f
         Some(recorded) => {
             let doc = yaml::parse(&recorded.text, "the deployed manifest")?;
             let cloud = match recorded.cloud_config_id {
-                Some(id) => state.config_by_id(id)?.map(|c| yaml::parse(&c.content, "the deployed cloud config")).transpose()?,
+                Some(id) => {
+                    state.config_by_id(id)?.map(|c| yaml::parse(&c.content, "the deployed cloud config")).transpose()?
+                }
                 None => None,
             };
             let mut runtimes = Vec::new();
@@ -238,7 +256,12 @@ struct ReadManifest {
     inputs_sha256: String,
 }
 
-fn read_manifest_readonly(director: &Director, path: &Path, flags: &VarFlags, expected: Option<&str>) -> anyhow::Result<ReadManifest> {
+fn read_manifest_readonly(
+    director: &Director,
+    path: &Path,
+    flags: &VarFlags,
+    expected: Option<&str>,
+) -> anyhow::Result<ReadManifest> {
     let display = path.display().to_string();
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {display}"))?;
     let raw = yaml::parse(&text, &display)?;
@@ -311,8 +334,9 @@ pub fn inputs_digest(manifest_text: &str, flags: &VarFlags) -> anyhow::Result<St
         part("vars-file", &read(f)?);
     }
     for prefix in &flags.vars_env {
-        let mut vars: Vec<(String, String)> =
-            std::env::vars().filter(|(k, _)| k.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('_'))).collect();
+        let mut vars: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('_')))
+            .collect();
         vars.sort();
         for (k, v) in vars {
             part("env", format!("{k}={v}").as_bytes());
@@ -329,7 +353,10 @@ pub fn inputs_digest(manifest_text: &str, flags: &VarFlags) -> anyhow::Result<St
 /// The text of the cloud config in force and how to name it.
 fn cloud_config_text(director: &Director, file: Option<&Path>) -> anyhow::Result<(String, String)> {
     match file {
-        Some(path) => Ok((std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?, path.display().to_string())),
+        Some(path) => Ok((
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            path.display().to_string(),
+        )),
         None => match director.state.latest_config(ConfigKind::Cloud, "default")? {
             Some(config) => Ok((config.content, "cloud config".to_string())),
             None => bail!("no cloud config: give --cloud-config FILE or run `rosh update-cloud-config FILE` first"),

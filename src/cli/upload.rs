@@ -25,7 +25,9 @@ use crate::blobstore::{Blobstore, DigestingReader, ExpectedDigest, LocalBlobstor
 use crate::release::create::{self, Options as CreateOptions};
 use crate::release::stemcell::read_stemcell;
 use crate::release::tarball::{self, Hashes};
-use crate::state::{CompiledKey, CompiledPackageRecord, JobRecord, PackageRecord, Recorded, ReleaseRecord, State, StemcellRecord};
+use crate::state::{
+    CompiledKey, CompiledPackageRecord, JobRecord, PackageRecord, Recorded, ReleaseRecord, State, StemcellRecord,
+};
 
 /// How long an upload waits for another upload of the same release to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(300);
@@ -389,7 +391,8 @@ pub fn import_release(
 /// the release's own packages) and its blob.
 fn compiled_records(release: &tarball::ReleaseTarball, display: &str) -> anyhow::Result<Vec<CompiledPackageRecord>> {
     let manifest = &release.manifest;
-    let mut all: std::collections::BTreeMap<String, crate::plan::desired::PackageRef> = std::collections::BTreeMap::new();
+    let mut all: std::collections::BTreeMap<String, crate::plan::desired::PackageRef> =
+        std::collections::BTreeMap::new();
     let mut add = |name: &str, fingerprint: &str, dependencies: &[String]| {
         all.entry(name.to_string()).or_insert_with(|| crate::plan::desired::PackageRef {
             name: name.to_string(),
@@ -411,7 +414,8 @@ fn compiled_records(release: &tarball::ReleaseTarball, display: &str) -> anyhow:
         .iter()
         .enumerate()
         .map(|(i, (c, hashes))| {
-            let Some((os, version)) = c.stemcell.split_once('/').filter(|(os, v)| !os.is_empty() && !v.is_empty()) else {
+            let Some((os, version)) = c.stemcell.split_once('/').filter(|(os, v)| !os.is_empty() && !v.is_empty())
+            else {
                 bail!("{display}: release.MF: compiled_packages[{i}].stemcell: `{}` is not OS/VERSION", c.stemcell);
             };
             let dependency_key = crate::compile::dependency_key(&all[&c.name], &all)

@@ -175,7 +175,8 @@ pub async fn compile(
         }
     }
     result.cached = done.len();
-    let mut pending: BTreeMap<String, Node> = nodes.iter().filter(|(id, _)| !done.contains_key(*id)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut pending: BTreeMap<String, Node> =
+        nodes.iter().filter(|(id, _)| !done.contains_key(*id)).map(|(k, v)| (k.clone(), v.clone())).collect();
     // A package of a compiled release has no source: it can only come from the cache.
     let sourceless: Vec<String> = pending
         .values()
@@ -327,7 +328,11 @@ async fn run_pending(
 }
 
 /// The compiled blobs of every transitive dependency of `node` (all compiled by now).
-fn all_deps(node: &Node, nodes: &BTreeMap<String, Node>, done: &BTreeMap<String, CompiledPackageRecord>) -> Vec<ApplyPackage> {
+fn all_deps(
+    node: &Node,
+    nodes: &BTreeMap<String, Node>,
+    done: &BTreeMap<String, CompiledPackageRecord>,
+) -> Vec<ApplyPackage> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     let mut queue: VecDeque<&String> = node.deps.iter().collect();
@@ -360,7 +365,9 @@ async fn remove_leftover_vms(workers: &Workers) -> anyhow::Result<()> {
         Err(e) if e.kind == rosh_cpi::ErrorKind::NotImplemented => return Ok(()),
         Err(e) => return Err(e).context("listing the compilation CPI's VMs"),
     };
-    for vm in vms.into_iter().filter(|vm| vm.agent_id.strip_prefix(&prefix).is_some_and(|slot| slot.parse::<usize>().is_ok())) {
+    for vm in
+        vms.into_iter().filter(|vm| vm.agent_id.strip_prefix(&prefix).is_some_and(|slot| slot.parse::<usize>().is_ok()))
+    {
         match workers.cpi.delete_vm(vm.vm_cid.clone()).await {
             Ok(()) => {}
             Err(e) if e.kind == rosh_cpi::ErrorKind::VmNotFound => {}

@@ -45,9 +45,10 @@ impl CpiEnv {
 pub fn open_local(def: &CpiDef, env: &CpiEnv) -> anyhow::Result<LocalCpi> {
     let mut cfg = LocalConfig::new(env.dir_of(&def.name), &env.agent_exe);
     if let Some(port) = def.properties.get("ssh_port") {
-        let port = port.as_u64().filter(|p| (1..=65535).contains(p)).with_context(|| {
-            format!("cpi `{}`: properties.ssh_port must be a port number, not {port}", def.name)
-        })?;
+        let port = port
+            .as_u64()
+            .filter(|p| (1..=65535).contains(p))
+            .with_context(|| format!("cpi `{}`: properties.ssh_port must be a port number, not {port}", def.name))?;
         cfg.ssh_port = port as u16;
     }
     Ok(LocalCpi::new(cfg)?)

@@ -18,12 +18,14 @@
 //! so a changed configuration is seen as such.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use rosh_cpi::{Cid, Cpi, CreateDisk, CreateVm, DiskAttachment, NetworkSettings, ResizeDisk, SetVmMetadata, SshEndpoint};
+use rosh_cpi::{
+    Cid, Cpi, CreateDisk, CreateVm, DiskAttachment, NetworkSettings, ResizeDisk, SetVmMetadata, SshEndpoint,
+};
 use serde_json::{Value, json};
 
 use crate::agent::protocol::{
@@ -31,11 +33,11 @@ use crate::agent::protocol::{
 };
 use crate::blobstore::LocalBlobstore;
 use crate::converge::report::Reporter;
-use crate::converge::vm::{self, Reach};
 use crate::converge::spec::SpecRenderer;
+use crate::converge::vm::{self, Reach};
 use crate::plan::changes::{Action, InstanceSpec, Reason};
-use crate::plan::reconcile::{DiskChange, Known, KnownDisk, Options as ReconcileOptions, Shape, reconcile};
 use crate::plan::desired::{DesiredDeployment, DesiredGroup, DesiredInstance, GroupLifecycle};
+use crate::plan::reconcile::{DiskChange, Known, KnownDisk, Options as ReconcileOptions, Shape, reconcile};
 use crate::ssh::agent_client::AgentClient;
 use crate::state::{CompiledPackageRecord, DiskRecord, InstanceRecord, InstanceState, State, VmRef};
 
@@ -158,13 +160,18 @@ impl<'a> Deployer<'a> {
         compiled: &CompiledByGroup,
         root: &str,
     ) -> anyhow::Result<InstanceSpec> {
-        let rendered = self.renderer.render(deployment, group, instance, compiled_digests(compiled, &group.name), root)?;
+        let rendered =
+            self.renderer.render(deployment, group, instance, compiled_digests(compiled, &group.name), root)?;
         self.renderer.store(&rendered)?;
         Ok(rendered.spec)
     }
 
     /// Deploys `desired`; `compiled` holds every group's compiled packages.
-    pub async fn deploy(&self, desired: &DesiredDeployment, compiled: &CompiledByGroup) -> anyhow::Result<DeployReport> {
+    pub async fn deploy(
+        &self,
+        desired: &DesiredDeployment,
+        compiled: &CompiledByGroup,
+    ) -> anyhow::Result<DeployReport> {
         let mut report = DeployReport::default();
         let records: BTreeMap<String, InstanceRecord> =
             self.state.instances(&desired.name)?.into_iter().map(|r| (r.uuid.clone(), r)).collect();
@@ -174,7 +181,13 @@ impl<'a> Deployer<'a> {
         let reconciled = reconcile(desired, &known, &self.options.reconcile(), |group, instance, k| {
             let Some(vm) = records.get(&k.uuid).and_then(|r| r.vm.as_ref()) else { return Ok(None) };
             let endpoint: SshEndpoint = serde_json::from_str(&vm.endpoint_json)?;
-            let rendered = self.renderer.render(desired, group, instance, compiled_digests(compiled, &group.name), &endpoint.root)?;
+            let rendered = self.renderer.render(
+                desired,
+                group,
+                instance,
+                compiled_digests(compiled, &group.name),
+                &endpoint.root,
+            )?;
             anyhow::Ok(Some(rendered.spec))
         })?;
         if let Some(expected) = &self.options.expect {
@@ -193,14 +206,24 @@ impl<'a> Deployer<'a> {
         let mut work: Vec<Work> = Vec::new();
         for group in desired.groups.iter().filter(|g| g.lifecycle == GroupLifecycle::Service) {
             for instance in &group.instances {
-                let plan = reconciled.get(&instance.id).cloned().ok_or_else(|| anyhow!("{} was not planned", instance.name()))?;
+                let plan = reconciled
+                    .get(&instance.id)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("{} was not planned", instance.name()))?;
                 if let Some(DiskChange::Migrate { .. }) = plan.disk {
                     bail!(
                         "{}: the persistent disk's type (cloud properties) changed; migrating data to a new disk type is not supported yet — keep the disk type, or move the data and recreate the disk",
                         instance.name()
                     );
                 }
-                work.push(Work { group, instance, record: records.get(&instance.id).cloned(), action: plan.action, reasons: plan.reasons, disk: plan.disk });
+                work.push(Work {
+                    group,
+                    instance,
+                    record: records.get(&instance.id).cloned(),
+                    action: plan.action,
+                    reasons: plan.reasons,
+                    disk: plan.disk,
+                });
             }
         }
         let removed: Vec<&InstanceRecord> = reconciled.removed.iter().filter_map(|p| records.get(&p.id)).collect();
@@ -242,13 +265,15 @@ impl<'a> Deployer<'a> {
             let (first, rest) = ordered.split_at(canaries);
             for w in first {
                 self.check_cancel()?;
-                self.converge_one(desired, w, compiled, true)
-                    .await
-                    .with_context(|| format!("canary {} failed; instance group {} stopped", w.instance.name(), group.name))?;
+                self.converge_one(desired, w, compiled, true).await.with_context(|| {
+                    format!("canary {} failed; instance group {} stopped", w.instance.name(), group.name)
+                })?;
             }
             for chunk in rest.chunks(in_flight) {
                 self.check_cancel()?;
-                let results = futures::future::join_all(chunk.iter().map(|w| self.converge_one(desired, w, compiled, false))).await;
+                let results =
+                    futures::future::join_all(chunk.iter().map(|w| self.converge_one(desired, w, compiled, false)))
+                        .await;
                 for (w, result) in chunk.iter().zip(results) {
                     result.with_context(|| format!("updating {}", w.instance.name()))?;
                 }
@@ -334,7 +359,14 @@ impl<'a> Deployer<'a> {
             if existing.is_none() {
                 self.state.upsert_instance(&record)?;
             }
-            let work = Work { group, instance, record: existing.clone(), action: Action::Create, reasons: Vec::new(), disk: None };
+            let work = Work {
+                group,
+                instance,
+                record: existing.clone(),
+                action: Action::Create,
+                reasons: Vec::new(),
+                disk: None,
+            };
             let (agent, endpoint) = match existing.as_ref().and_then(|r| r.vm.clone()) {
                 Some(vm) => {
                     let endpoint: SshEndpoint = serde_json::from_str(&vm.endpoint_json)?;
@@ -350,10 +382,21 @@ impl<'a> Deployer<'a> {
             self.run_script(&agent, &task, "pre-start").await?;
             self.reporter.step(&task, "running errand");
             let results = agent
-                .run_script(&RunScript { script: "run".into(), jobs: Vec::new(), env: BTreeMap::new(), timeout_secs: Some(3600) })
+                .run_script(&RunScript {
+                    script: "run".into(),
+                    jobs: Vec::new(),
+                    env: BTreeMap::new(),
+                    timeout_secs: Some(3600),
+                })
                 .await?;
             if keep_alive {
-                self.state.set_instance_applied(&deployment.name, &instance.id, &serde_json::to_string(&spec)?, &spec.digest(), InstanceState::Stopped)?;
+                self.state.set_instance_applied(
+                    &deployment.name,
+                    &instance.id,
+                    &serde_json::to_string(&spec)?,
+                    &spec.digest(),
+                    InstanceState::Stopped,
+                )?;
             } else {
                 self.reporter.step(&task, "deleting VM");
                 let vm = self
@@ -370,11 +413,18 @@ impl<'a> Deployer<'a> {
     }
 
     /// Converges one instance according to its decided action.
-    async fn converge_one(&self, deployment: &DesiredDeployment, w: &Work<'_>, compiled: &CompiledByGroup, canary: bool) -> anyhow::Result<()> {
+    async fn converge_one(
+        &self,
+        deployment: &DesiredDeployment,
+        w: &Work<'_>,
+        compiled: &CompiledByGroup,
+        canary: bool,
+    ) -> anyhow::Result<()> {
         let task = w.instance.name();
         let started = Instant::now();
         let reasons: Vec<String> = w.reasons.iter().map(ToString::to_string).collect();
-        self.reporter.step(&task, &format!("{}{} ({})", w.action, if canary { ", canary" } else { "" }, reasons.join("; ")));
+        self.reporter
+            .step(&task, &format!("{}{} ({})", w.action, if canary { ", canary" } else { "" }, reasons.join("; ")));
         let outcome = self.converge_inner(deployment, w, compiled, &task, canary).await;
         match &outcome {
             Ok(()) => self.reporter.finished(&task, Ok(&w.action.to_string()), started.elapsed()),
@@ -397,7 +447,8 @@ impl<'a> Deployer<'a> {
         let (agent, endpoint, fresh_vm) = match w.action {
             Action::NoOp | Action::Delete => return Ok(()),
             Action::Restart => {
-                let vm = w.record.as_ref().and_then(|r| r.vm.clone()).ok_or_else(|| anyhow!("{task} has no VM to start"))?;
+                let vm =
+                    w.record.as_ref().and_then(|r| r.vm.clone()).ok_or_else(|| anyhow!("{task} has no VM to start"))?;
                 let endpoint: SshEndpoint = serde_json::from_str(&vm.endpoint_json)?;
                 self.reporter.step(task, "connecting");
                 let agent = self.reach.agent(&endpoint).await?;
@@ -409,7 +460,11 @@ impl<'a> Deployer<'a> {
                 return Ok(());
             }
             Action::Update => {
-                let vm = w.record.as_ref().and_then(|r| r.vm.clone()).ok_or_else(|| anyhow!("{task} has no VM to update"))?;
+                let vm = w
+                    .record
+                    .as_ref()
+                    .and_then(|r| r.vm.clone())
+                    .ok_or_else(|| anyhow!("{task} has no VM to update"))?;
                 let endpoint: SshEndpoint = serde_json::from_str(&vm.endpoint_json)?;
                 self.reporter.step(task, "connecting");
                 let agent = self.reach.agent(&endpoint).await?;
@@ -517,7 +572,13 @@ impl<'a> Deployer<'a> {
         let watch = if canary { w.group.update.canary_watch_time } else { w.group.update.update_watch_time };
         self.wait_running(&agent, task, watch).await?;
         self.run_script(&agent, task, "post-start").await?;
-        self.state.set_instance_applied(name, uuid, &serde_json::to_string(&spec)?, &spec.digest(), InstanceState::Started)?;
+        self.state.set_instance_applied(
+            name,
+            uuid,
+            &serde_json::to_string(&spec)?,
+            &spec.digest(),
+            InstanceState::Started,
+        )?;
         Ok(())
     }
 
@@ -576,7 +637,11 @@ impl<'a> Deployer<'a> {
         cpi: &dyn Cpi,
     ) -> anyhow::Result<(AgentClient, SshEndpoint)> {
         let key = (cpi_name.to_string(), format!("{}/{}", w.group.stemcell.name, w.group.stemcell.version));
-        let stemcell_cid = self.stemcell_cids.get(&key).cloned().ok_or_else(|| anyhow!("stemcell {} is not known to CPI {cpi_name}", key.1))?;
+        let stemcell_cid = self
+            .stemcell_cids
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| anyhow!("stemcell {} is not known to CPI {cpi_name}", key.1))?;
         let networks: BTreeMap<String, NetworkSettings> = w
             .instance
             .networks
@@ -601,8 +666,11 @@ impl<'a> Deployer<'a> {
         if !bosh.is_object() {
             *bosh = json!({});
         }
-        bosh.as_object_mut().expect("an object").insert("authorized_keys".into(), json!([self.reach.key.public_openssh()]));
-        let disk_cids = self.state.instance_disk(&deployment.name, &w.instance.id)?.map(|d| vec![Cid(d.cid)]).unwrap_or_default();
+        bosh.as_object_mut()
+            .expect("an object")
+            .insert("authorized_keys".into(), json!([self.reach.key.public_openssh()]));
+        let disk_cids =
+            self.state.instance_disk(&deployment.name, &w.instance.id)?.map(|d| vec![Cid(d.cid)]).unwrap_or_default();
         let created = cpi
             .create_vm(CreateVm {
                 agent_id: w.instance.id.clone(),
@@ -635,7 +703,12 @@ impl<'a> Deployer<'a> {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .chain([("index".to_string(), w.instance.index.to_string()), ("az".to_string(), w.instance.az.clone().unwrap_or_default()), ("bootstrap".to_string(), w.instance.bootstrap.to_string()), ("stemcell".to_string(), format!("{}/{}", w.group.stemcell.name, w.group.stemcell.version))])
+        .chain([
+            ("index".to_string(), w.instance.index.to_string()),
+            ("az".to_string(), w.instance.az.clone().unwrap_or_default()),
+            ("bootstrap".to_string(), w.instance.bootstrap.to_string()),
+            ("stemcell".to_string(), format!("{}/{}", w.group.stemcell.name, w.group.stemcell.version)),
+        ])
         .collect();
         cpi.set_vm_metadata(SetVmMetadata { vm_cid: created.vm_cid.clone(), metadata }).await?;
         let agent = self.reach.agent(&endpoint).await?;
@@ -650,7 +723,10 @@ impl<'a> Deployer<'a> {
         self.state.set_instance_dirty(deployment, uuid, true)?;
         if let Ok(endpoint) = serde_json::from_str::<SshEndpoint>(&vm.endpoint_json) {
             let quick = Reach { boot_timeout: Duration::ZERO, ..self.reach.clone() };
-            if let Ok(agent) = tokio::time::timeout(Duration::from_secs(15), quick.agent(&endpoint)).await.unwrap_or_else(|_| Err(anyhow!("timed out"))) {
+            if let Ok(agent) = tokio::time::timeout(Duration::from_secs(15), quick.agent(&endpoint))
+                .await
+                .unwrap_or_else(|_| Err(anyhow!("timed out")))
+            {
                 if !self.options.skip_drain {
                     let _ = agent.drain_fully("shutdown", DRAIN_WAIT_CAP, self.reach.step_timeout).await;
                 }
@@ -694,11 +770,22 @@ impl<'a> Deployer<'a> {
     async fn run_script(&self, agent: &AgentClient, task: &str, script: &str) -> anyhow::Result<()> {
         self.reporter.step(task, script);
         let results = agent
-            .run_script(&RunScript { script: script.into(), jobs: Vec::new(), env: BTreeMap::new(), timeout_secs: Some(600) })
+            .run_script(&RunScript {
+                script: script.into(),
+                jobs: Vec::new(),
+                env: BTreeMap::new(),
+                timeout_secs: Some(600),
+            })
             .await?;
         for r in results.results {
             if r.exit_code != 0 {
-                bail!("{script} of job {} exited {}: {}{}", r.job, r.exit_code, r.stdout.trim_end(), r.stderr.trim_end());
+                bail!(
+                    "{script} of job {} exited {}: {}{}",
+                    r.job,
+                    r.exit_code,
+                    r.stdout.trim_end(),
+                    r.stderr.trim_end()
+                );
             }
         }
         Ok(())
@@ -721,7 +808,15 @@ impl<'a> Deployer<'a> {
                     .processes
                     .iter()
                     .filter(|p| p.state != ProcessState::Running)
-                    .map(|p| format!("{}/{} {:?}{}", p.job, p.name, p.state, p.last_exit.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()))
+                    .map(|p| {
+                        format!(
+                            "{}/{} {:?}{}",
+                            p.job,
+                            p.name,
+                            p.state,
+                            p.last_exit.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+                        )
+                    })
                     .collect();
                 bail!("processes not running after {} ms: {}", max.as_millis(), failing.join(", "));
             }
@@ -753,9 +848,17 @@ fn compiled_digests(compiled: &CompiledByGroup, group: &str) -> BTreeMap<String,
 }
 
 /// What the state knows of `records`, as [`reconcile`] reads it.
-pub fn known_instances<'r>(state: &State, deployment: &str, records: impl IntoIterator<Item = &'r InstanceRecord>) -> anyhow::Result<Vec<Known>> {
-    let disks: BTreeMap<String, DiskRecord> =
-        state.disks(deployment)?.into_iter().filter(|d| d.orphaned_at.is_none()).filter_map(|d| Some((d.instance_uuid.clone()?, d))).collect();
+pub fn known_instances<'r>(
+    state: &State,
+    deployment: &str,
+    records: impl IntoIterator<Item = &'r InstanceRecord>,
+) -> anyhow::Result<Vec<Known>> {
+    let disks: BTreeMap<String, DiskRecord> = state
+        .disks(deployment)?
+        .into_iter()
+        .filter(|d| d.orphaned_at.is_none())
+        .filter_map(|d| Some((d.instance_uuid.clone()?, d)))
+        .collect();
     Ok(records
         .into_iter()
         .map(|r| Known {

@@ -1287,12 +1287,20 @@ instance_groups:
     fn two_releases_may_each_compile_with_their_own_package_of_one_name() {
         let d = plan(&[
             release("diego", "rep", &["rep"], &[("rep", "r1", &["golang"]), ("golang", "go-diego", &[])]),
-            release("garden-runc", "garden", &["guardian"], &[("guardian", "g1", &["golang"]), ("golang", "go-garden", &[])]),
+            release(
+                "garden-runc",
+                "garden",
+                &["guardian"],
+                &[("guardian", "g1", &["golang"]), ("golang", "go-garden", &[])],
+            ),
         ])
         .unwrap_or_else(|e| panic!("{e:?}"));
         let ids: Vec<String> =
             d.groups[0].packages.iter().map(|p| format!("{}/{}@{}", p.release, p.name, p.fingerprint)).collect();
-        assert_eq!(ids, ["diego/golang@go-diego", "garden-runc/golang@go-garden", "garden-runc/guardian@g1", "diego/rep@r1"]);
+        assert_eq!(
+            ids,
+            ["diego/golang@go-diego", "garden-runc/golang@go-garden", "garden-runc/guardian@g1", "diego/rep@r1"]
+        );
     }
 
     #[test]

@@ -124,19 +124,38 @@ pub enum Reason {
     VmMissing,
     Dirty,
     RecreateRequested,
-    StemcellChanged { from: String, to: String },
+    StemcellChanged {
+        from: String,
+        to: String,
+    },
     CloudPropertiesChanged,
-    NetworksChanged { from: BTreeMap<String, Option<String>>, to: BTreeMap<String, Option<String>> },
+    NetworksChanged {
+        from: BTreeMap<String, Option<String>>,
+        to: BTreeMap<String, Option<String>>,
+    },
     EnvChanged,
-    PersistentDiskChanged { from_mb: u64, to_mb: u64 },
+    PersistentDiskChanged {
+        from_mb: u64,
+        to_mb: u64,
+    },
     /// The disk type (its cloud properties) changed.
     PersistentDiskTypeChanged,
-    PackagesChanged { names: Vec<String> },
-    JobsChanged { names: Vec<String> },
+    PackagesChanged {
+        names: Vec<String>,
+    },
+    JobsChanged {
+        names: Vec<String>,
+    },
     /// The release's job changed (new job version); `files` are the rendered files that differ.
-    JobTemplatesChanged { job: String, files: Vec<String> },
+    JobTemplatesChanged {
+        job: String,
+        files: Vec<String>,
+    },
     /// The job's manifest properties changed; `files` are the rendered files that differ.
-    PropertiesChanged { job: String, files: Vec<String> },
+    PropertiesChanged {
+        job: String,
+        files: Vec<String>,
+    },
     RemovedFromManifest,
 }
 
@@ -290,7 +309,10 @@ mod tests {
         let no_vm = Observed { has_vm: false, dirty: false, applied: Some(base.clone()), stopped: false };
         assert_eq!(decide(&base, Some(&no_vm), false), (Action::Create, vec![Reason::VmMissing]));
         assert_eq!(decide(&base, Some(&running(base.clone())), false), (Action::NoOp, vec![]));
-        assert_eq!(decide(&base, Some(&running(base.clone())), true), (Action::Recreate, vec![Reason::RecreateRequested]));
+        assert_eq!(
+            decide(&base, Some(&running(base.clone())), true),
+            (Action::Recreate, vec![Reason::RecreateRequested])
+        );
         let dirty = Observed { has_vm: true, dirty: true, applied: Some(base.clone()), stopped: false };
         assert_eq!(decide(&base, Some(&dirty), false), (Action::Recreate, vec![Reason::Dirty]));
 
@@ -298,11 +320,17 @@ mod tests {
         new.stemcell = "bosh-local/2".into();
         assert_eq!(
             decide(&new, Some(&running(base.clone())), false),
-            (Action::Recreate, vec![Reason::StemcellChanged { from: "bosh-local/1".into(), to: "bosh-local/2".into() }])
+            (
+                Action::Recreate,
+                vec![Reason::StemcellChanged { from: "bosh-local/1".into(), to: "bosh-local/2".into() }]
+            )
         );
         let mut new = base.clone();
         new.cloud_properties = json!({"cpu": 2});
-        assert_eq!(decide(&new, Some(&running(base.clone())), false), (Action::Recreate, vec![Reason::CloudPropertiesChanged]));
+        assert_eq!(
+            decide(&new, Some(&running(base.clone())), false),
+            (Action::Recreate, vec![Reason::CloudPropertiesChanged])
+        );
         let mut new = base.clone();
         new.jobs.insert("web".into(), "w2".into());
         assert_eq!(

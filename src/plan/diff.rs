@@ -205,7 +205,15 @@ fn emit_item(v: &Value, depth: usize, kind: LineKind, props: bool, r: &Redaction
 }
 
 /// A whole value (added or removed), as YAML-ish lines.
-fn emit(v: &Value, depth: usize, kind: LineKind, key: Option<&Value>, props: bool, r: &Redaction, out: &mut Vec<DiffLine>) {
+fn emit(
+    v: &Value,
+    depth: usize,
+    kind: LineKind,
+    key: Option<&Value>,
+    props: bool,
+    r: &Redaction,
+    out: &mut Vec<DiffLine>,
+) {
     let prefix = key.map(|k| format!("{}:", key_text(k)));
     match v {
         Value::Mapping(m) if !m.is_empty() => {
@@ -271,8 +279,10 @@ mod tests {
 
     #[test]
     fn groups_are_matched_by_name_and_only_changed_paths_show_with_their_parents() {
-        let old = "name: a\ninstance_groups:\n- name: kv\n  instances: 1\n- name: web\n  instances: 2\n  vm_type: small\n";
-        let new = "name: a\ninstance_groups:\n- name: web\n  instances: 3\n  vm_type: small\n- name: kv\n  instances: 1\n";
+        let old =
+            "name: a\ninstance_groups:\n- name: kv\n  instances: 1\n- name: web\n  instances: 2\n  vm_type: small\n";
+        let new =
+            "name: a\ninstance_groups:\n- name: web\n  instances: 3\n  vm_type: small\n- name: kv\n  instances: 1\n";
         assert_eq!(
             lines(old, new, &Redaction::default()),
             vec!["  instance_groups:", "    - name: web", "-     instances: 2", "+     instances: 3"]

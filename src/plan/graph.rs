@@ -355,8 +355,9 @@ mod tests {
             ]
         );
         // A dependency never resolves to the other release's package of that name.
-        let err = package_order(&[in_release("a", "x", &["y"]), in_release("a", "y", &["x"]), in_release("b", "x", &[])])
-            .unwrap_err();
+        let err =
+            package_order(&[in_release("a", "x", &["y"]), in_release("a", "y", &["x"]), in_release("b", "x", &[])])
+                .unwrap_err();
         assert_eq!(err.to_string(), "package x → y → x");
     }
 }

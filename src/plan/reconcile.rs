@@ -43,14 +43,25 @@ pub struct KnownDisk {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "disk", rename_all = "snake_case")]
 pub enum DiskChange {
-    Create { size_mb: u64 },
+    Create {
+        size_mb: u64,
+    },
     /// Same disk type, new size: the CPI resizes it (or it is migrated where it cannot).
-    Resize { from_mb: u64, to_mb: u64 },
+    Resize {
+        from_mb: u64,
+        to_mb: u64,
+    },
     /// New disk cloud properties: a new disk, the data copied over, the old one orphaned.
-    Migrate { from_mb: u64, to_mb: u64 },
+    Migrate {
+        from_mb: u64,
+        to_mb: u64,
+    },
     /// The group no longer has a persistent disk, or the instance leaves: detached and kept as
     /// an orphan.
-    Orphan { cid: String, size_mb: u64 },
+    Orphan {
+        cid: String,
+        size_mb: u64,
+    },
 }
 
 impl std::fmt::Display for DiskChange {
@@ -58,7 +69,9 @@ impl std::fmt::Display for DiskChange {
         match self {
             DiskChange::Create { size_mb } => write!(f, "create disk ({size_mb} MB)"),
             DiskChange::Resize { from_mb, to_mb } => write!(f, "resize disk {from_mb} MB -> {to_mb} MB"),
-            DiskChange::Migrate { from_mb, to_mb } => write!(f, "migrate disk ({from_mb} MB -> {to_mb} MB, new disk type)"),
+            DiskChange::Migrate { from_mb, to_mb } => {
+                write!(f, "migrate disk ({from_mb} MB -> {to_mb} MB, new disk type)")
+            }
             DiskChange::Orphan { cid, size_mb } => write!(f, "orphan disk {cid} ({size_mb} MB)"),
         }
     }
@@ -165,7 +178,8 @@ pub fn reconcile<E>(
                     },
                 }
             };
-            let disk = if in_scope(&instance.id) { disk_change(group, record.and_then(|k| k.disk.as_ref())) } else { None };
+            let disk =
+                if in_scope(&instance.id) { disk_change(group, record.and_then(|k| k.disk.as_ref())) } else { None };
             if let Some(DiskChange::Migrate { .. }) = disk
                 && !reasons.iter().any(|r| matches!(r, Reason::PersistentDiskChanged { .. }))
             {
@@ -191,9 +205,11 @@ pub fn reconcile<E>(
             });
         }
     }
-    let wanted: BTreeSet<&str> = desired.groups.iter().flat_map(|g| g.instances.iter().map(|i| i.id.as_str())).collect();
+    let wanted: BTreeSet<&str> =
+        desired.groups.iter().flat_map(|g| g.instances.iter().map(|i| i.id.as_str())).collect();
     let groups: BTreeSet<&str> = desired.groups.iter().map(|g| g.name.as_str()).collect();
-    let mut leaving: Vec<&Known> = known.iter().filter(|k| !wanted.contains(k.uuid.as_str()) && in_scope(&k.uuid)).collect();
+    let mut leaving: Vec<&Known> =
+        known.iter().filter(|k| !wanted.contains(k.uuid.as_str()) && in_scope(&k.uuid)).collect();
     leaving.sort_by(|a, b| (&a.group, a.index).cmp(&(&b.group, b.index)));
     for k in leaving {
         let reason = if groups.contains(k.group.as_str()) { Reason::ScaleDown } else { Reason::RemovedFromManifest };

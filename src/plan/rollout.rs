@@ -47,7 +47,10 @@ impl Provenance {
             out.push(format!("the plan is for deployment `{}`, not `{}`", self.deployment, now.deployment));
         }
         if self.state_serial != now.state_serial {
-            out.push(format!("the state changed: the plan was made at state serial {}, the state is now at serial {}", self.state_serial, now.state_serial));
+            out.push(format!(
+                "the state changed: the plan was made at state serial {}, the state is now at serial {}",
+                self.state_serial, now.state_serial
+            ));
         }
         let pairs = [
             ("the manifest, its ops files or variables", &self.manifest_sha256, &now.manifest_sha256),
@@ -213,7 +216,12 @@ pub fn assemble(
     let links = LinkGraph::new(desired)
         .edges()
         .iter()
-        .map(|e| LinkDependency { consumer: e.consumer.clone(), provider: e.provider.clone(), link: e.link.clone(), optional: !e.required })
+        .map(|e| LinkDependency {
+            consumer: e.consumer.clone(),
+            provider: e.provider.clone(),
+            link: e.link.clone(),
+            optional: !e.required,
+        })
         .collect();
     Plan {
         format: FORMAT,
@@ -300,11 +308,17 @@ impl Plan {
         for (i, batch) in self.order.iter().enumerate() {
             let groups: Vec<String> = batch
                 .iter()
-                .map(|g| format!("{} ({}/{} changing, canaries {}, max_in_flight {})", g.name, g.changing, g.instances, g.canaries, g.max_in_flight))
+                .map(|g| {
+                    format!(
+                        "{} ({}/{} changing, canaries {}, max_in_flight {})",
+                        g.name, g.changing, g.instances, g.canaries, g.max_in_flight
+                    )
+                })
                 .collect();
             let _ = writeln!(s, "  {}. {}", i + 1, groups.join(" + "));
         }
-        let required: Vec<&LinkDependency> = self.links.iter().filter(|l| !l.optional && l.consumer != l.provider).collect();
+        let required: Vec<&LinkDependency> =
+            self.links.iter().filter(|l| !l.optional && l.consumer != l.provider).collect();
         if !required.is_empty() {
             let _ = writeln!(s, "  links:");
             for l in required {

@@ -46,7 +46,11 @@ pub fn set_path(target: &mut Value, name: &str, value: Value) {
         if !at.is_object() {
             *at = Value::Object(Default::default());
         }
-        at = at.as_object_mut().expect("made an object").entry(part.to_string()).or_insert(Value::Object(Default::default()));
+        at = at
+            .as_object_mut()
+            .expect("made an object")
+            .entry(part.to_string())
+            .or_insert(Value::Object(Default::default()));
     }
     if !at.is_object() {
         *at = Value::Object(Default::default());
@@ -59,7 +63,10 @@ pub fn set_path(target: &mut Value, name: &str, value: Value) {
 pub fn undeclared(spec: &JobSpec, properties: &Value) -> Vec<String> {
     let mut out = Vec::new();
     walk(properties, String::new(), &mut |path| {
-        let declared = spec.properties.keys().any(|d| d == path || path.starts_with(&format!("{d}.")) || d.starts_with(&format!("{path}.")));
+        let declared = spec
+            .properties
+            .keys()
+            .any(|d| d == path || path.starts_with(&format!("{d}.")) || d.starts_with(&format!("{path}.")));
         if !declared {
             out.push(path.to_string());
         }

@@ -305,7 +305,10 @@ pub fn build_source(release: &CorpusRelease, to: &Path) {
                 .iter()
                 .map(|(k, v)| {
                     let k = k.as_str().unwrap();
-                    (Value::String(k.strip_suffix(".erb").map_or(k.to_string(), |base| format!("{base}.hbs"))), v.clone())
+                    (
+                        Value::String(k.strip_suffix(".erb").map_or(k.to_string(), |base| format!("{base}.hbs"))),
+                        v.clone(),
+                    )
                 })
                 .collect();
             *templates = renamed;
@@ -387,12 +390,7 @@ pub fn cloud_config_text() -> String {
 /// Runs `rosh` with `ROSH_STATE_DIR=state_dir` in `cwd`; panics with its stderr on failure.
 pub fn rosh_ok(state_dir: &Path, cwd: &Path, args: &[&str]) -> String {
     let out = rosh(state_dir, cwd, args);
-    assert!(
-        out.status.success(),
-        "rosh {args:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "rosh {args:?} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -469,7 +467,8 @@ impl CfFixture {
 
         // Every variable, generated once into a store the plans then only read.
         let vars_store = root.join("vars-store.yml");
-        let fixture = CfFixture { root: root.clone(), state_dir, cloud_config, vars_store, stemcell_os, releases, versions };
+        let fixture =
+            CfFixture { root: root.clone(), state_dir, cloud_config, vars_store, stemcell_os, releases, versions };
         fixture.generate_variables();
         fixture
     }
@@ -511,7 +510,11 @@ impl CfFixture {
             unsafe { libc::atexit(remove_shared) };
             let started = std::time::Instant::now();
             let f = CfFixture::build(&root);
-            eprintln!("cf-deployment v44.5.0 fixture built in {:.1}s at {}", started.elapsed().as_secs_f64(), root.display());
+            eprintln!(
+                "cf-deployment v44.5.0 fixture built in {:.1}s at {}",
+                started.elapsed().as_secs_f64(),
+                root.display()
+            );
             f
         })
     }
@@ -547,8 +550,9 @@ impl CfFixture {
     /// The director of the fixture's state dir.
     pub fn director(&self) -> Director {
         let state = rosh::state::State::open(&self.state_dir).expect("open the fixture's state");
-        let blobs = rosh::blobstore::LocalBlobstore::open(rosh::blobstore::LocalBlobstore::default_root(&self.state_dir))
-            .expect("open the fixture's blobstore");
+        let blobs =
+            rosh::blobstore::LocalBlobstore::open(rosh::blobstore::LocalBlobstore::default_root(&self.state_dir))
+                .expect("open the fixture's blobstore");
         Director { state, blobs, state_dir: self.state_dir.clone() }
     }
 
@@ -580,7 +584,8 @@ impl CfFixture {
         let desired = desire(&director, &manifest, &cloud, &[]).unwrap();
         let renderer = rosh::converge::spec::SpecRenderer::new(&director.blobs);
         for group in &desired.groups {
-            let entries = rosh::compile::cached(state, &group.packages, &group.stemcell.os, &group.stemcell.version).unwrap();
+            let entries =
+                rosh::compile::cached(state, &group.packages, &group.stemcell.os, &group.stemcell.version).unwrap();
             let mut digests = BTreeMap::new();
             for entry in entries {
                 let digest = match entry.found {
@@ -645,11 +650,18 @@ impl CfFixture {
                 }
                 let spec = renderer.render(&desired, group, instance, digests.clone(), &root).unwrap().spec;
                 state
-                    .set_instance_applied(&desired.name, &instance.id, &serde_json::to_string(&spec).unwrap(), &spec.digest(), InstanceState::Started)
+                    .set_instance_applied(
+                        &desired.name,
+                        &instance.id,
+                        &serde_json::to_string(&spec).unwrap(),
+                        &spec.digest(),
+                        InstanceState::Started,
+                    )
                     .unwrap();
             }
         }
-        let stemcells: Vec<(String, String)> = desired.stemcells.iter().map(|s| (s.name.clone(), s.version.clone())).collect();
+        let stemcells: Vec<(String, String)> =
+            desired.stemcells.iter().map(|s| (s.name.clone(), s.version.clone())).collect();
         state.set_deployment_usage(&desired.name, &desired.releases, &stemcells).unwrap();
         state.record_deployed_manifest(&desired.name, &rosh::manifest::yaml::to_string(&doc), cloud_id, &[]).unwrap();
     }

@@ -34,8 +34,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rosh_cpi::{
-    Cid, Cpi, CpiError, CreateDisk, CreateStemcell, CreateVm, CreatedVm, DiskAttachment, DiskHint, ErrorKind,
-    Info, NetworkSettings, ResizeDisk, SetVmMetadata, SnapshotDisk, SshEndpoint, VmListing,
+    Cid, Cpi, CpiError, CreateDisk, CreateStemcell, CreateVm, CreatedVm, DiskAttachment, DiskHint, ErrorKind, Info,
+    NetworkSettings, ResizeDisk, SetVmMetadata, SnapshotDisk, SshEndpoint, VmListing,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -138,7 +138,11 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], CpiError> {
 fn checked(cid: &Cid) -> Result<&str, CpiError> {
     let s = cid.0.as_str();
     let ok = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok { Ok(s) } else { Err(CpiError::new(ErrorKind::InvalidRequest, format!("`{s}` is not a cloud id of the local CPI"))) }
+    if ok {
+        Ok(s)
+    } else {
+        Err(CpiError::new(ErrorKind::InvalidRequest, format!("`{s}` is not a cloud id of the local CPI")))
+    }
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), CpiError> {
@@ -289,17 +293,25 @@ impl LocalCpi {
             if !parsed.is_loopback() {
                 return Err(CpiError::new(
                     ErrorKind::VmCreationFailed,
-                    format!("the local CPI runs VMs on loopback addresses (127.0.0.0/8); `{ip}` is not one: give the network a 127.x range"),
+                    format!(
+                        "the local CPI runs VMs on loopback addresses (127.0.0.0/8); `{ip}` is not one: give the network a 127.x range"
+                    ),
                 ));
             }
             if taken.iter().any(|t| t == ip) {
-                return Err(CpiError::new(ErrorKind::VmCreationFailed, format!("address {ip} is in use by another local VM")));
+                return Err(CpiError::new(
+                    ErrorKind::VmCreationFailed,
+                    format!("address {ip} is in use by another local VM"),
+                ));
             }
-            let port = req.cloud_properties.get("ssh_port").and_then(Value::as_u64).map_or(self.cfg.ssh_port, |p| p as u16);
+            let port =
+                req.cloud_properties.get("ssh_port").and_then(Value::as_u64).map_or(self.cfg.ssh_port, |p| p as u16);
             if let Err(e) = std::net::TcpListener::bind((parsed, port)) {
                 return Err(CpiError::new(
                     ErrorKind::VmCreationFailed,
-                    format!("{ip}:{port} cannot be listened on ({e}): another program, or a VM of another rosh state dir, holds it"),
+                    format!(
+                        "{ip}:{port} cannot be listened on ({e}): another program, or a VM of another rosh state dir, holds it"
+                    ),
                 ));
             }
             return Ok(ip.to_string());
@@ -329,7 +341,11 @@ impl LocalCpi {
         let log_dir = root.join("sys/log");
         fs::create_dir_all(&log_dir).map_err(|e| other("creating", &log_dir, e))?;
         let log_path = log_dir.join("agent.log");
-        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| other("opening", &log_path, e))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| other("opening", &log_path, e))?;
         let log2 = log.try_clone().map_err(|e| other("opening", &log_path, e))?;
         let mut cmd = Command::new(&self.cfg.agent_exe);
         cmd.arg("agent")
@@ -357,9 +373,9 @@ impl LocalCpi {
                 _ => libc::_exit(0),
             });
         }
-        let mut intermediate = cmd
-            .spawn()
-            .map_err(|e| CpiError::new(ErrorKind::VmCreationFailed, format!("starting {}: {e}", self.cfg.agent_exe.display())))?;
+        let mut intermediate = cmd.spawn().map_err(|e| {
+            CpiError::new(ErrorKind::VmCreationFailed, format!("starting {}: {e}", self.cfg.agent_exe.display()))
+        })?;
         let _ = intermediate.wait();
 
         let deadline = Instant::now() + self.cfg.agent_start_timeout;
@@ -371,11 +387,15 @@ impl LocalCpi {
             let died = pid_known.is_some_and(|pid| !agent_alive(pid, &root));
             if died || Instant::now() >= deadline {
                 let tail = fs::read_to_string(&log_path).unwrap_or_default();
-                let tail: String = tail.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                let tail: String =
+                    tail.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
                 let what = if died { "exited" } else { "did not start listening in time" };
                 return Err(CpiError::new(
                     ErrorKind::VmCreationFailed,
-                    format!("the agent of VM {} on {}:{} {what}; its log says:\n{tail}", record.vm_cid, record.ip, record.port),
+                    format!(
+                        "the agent of VM {} on {}:{} {what}; its log says:\n{tail}",
+                        record.vm_cid, record.ip, record.port
+                    ),
                 ));
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -432,7 +452,10 @@ impl LocalCpi {
     fn create_vm_blocking(&self, req: CreateVm) -> Result<CreatedVm, CpiError> {
         let stemcell_dir = self.cfg.dir.join("stemcells").join(checked(&req.stemcell_cid)?);
         if !stemcell_dir.is_dir() {
-            return Err(CpiError::new(ErrorKind::VmCreationFailed, format!("stemcell `{}` not found", req.stemcell_cid)));
+            return Err(CpiError::new(
+                ErrorKind::VmCreationFailed,
+                format!("stemcell `{}` not found", req.stemcell_cid),
+            ));
         }
         let keys = req.authorized_keys();
         if keys.is_empty() {
@@ -786,7 +809,10 @@ mod tests {
     #[tokio::test]
     async fn disks_are_directories_with_their_id_and_snapshots_copy_them() {
         let (_d, cpi) = cpi();
-        let disk = cpi.create_disk(CreateDisk { size_mb: 1024, cloud_properties: Value::Null, vm_locality: None }).await.unwrap();
+        let disk = cpi
+            .create_disk(CreateDisk { size_mb: 1024, cloud_properties: Value::Null, vm_locality: None })
+            .await
+            .unwrap();
         assert!(cpi.has_disk(disk.clone()).await.unwrap());
         let dir = cpi.disk_dir(&disk).unwrap();
         assert_eq!(fs::read_to_string(dir.join(DISK_ID_FILE)).unwrap().trim(), disk.0);
@@ -806,7 +832,10 @@ mod tests {
         let (d, cpi) = cpi();
         let image = d.path().join("image");
         fs::write(&image, "host").unwrap();
-        let sc = cpi.create_stemcell(CreateStemcell { image_path: image.display().to_string(), cloud_properties: Value::Null }).await.unwrap();
+        let sc = cpi
+            .create_stemcell(CreateStemcell { image_path: image.display().to_string(), cloud_properties: Value::Null })
+            .await
+            .unwrap();
         let req = |stemcell: &Cid, ip: &str, keys: bool| CreateVm {
             agent_id: "a".into(),
             stemcell_cid: stemcell.clone(),
@@ -816,7 +845,11 @@ mod tests {
                 NetworkSettings { ip: Some(ip.to_string()), ..Default::default() },
             )]),
             disk_cids: vec![],
-            env: if keys { serde_json::json!({"bosh": {"authorized_keys": ["ssh-ed25519 AAAA"]}}) } else { Value::Null },
+            env: if keys {
+                serde_json::json!({"bosh": {"authorized_keys": ["ssh-ed25519 AAAA"]}})
+            } else {
+                Value::Null
+            },
         };
         let e = cpi.create_vm(req(&Cid::from("sc-missing"), "127.77.0.2", true)).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::VmCreationFailed);
