@@ -70,7 +70,9 @@ fn is_whole_reference(text: &str) -> bool {
     if !text.is_ascii() {
         return WHOLE.is_match(text);
     }
-    text.starts_with("((") && text.ends_with("))") && references(text).first().is_some_and(|n| n.len() + 4 == text.len())
+    text.starts_with("((")
+        && text.ends_with("))")
+        && references(text).first().is_some_and(|n| n.len() + 4 == text.len())
 }
 
 /// How strict an evaluation is.
@@ -449,9 +451,9 @@ impl<'a> Tracker<'a> {
                     self.path.push(Seg::Key(yaml::scalar_text(key).unwrap_or_default()));
                     // Each value first, then its key, as bosh does (it decides which use of a
                     // missing variable is reported first).
-                    let new_key = self.interpolate_in_place(value).and_then(|()| {
-                        if inert_key(key) { Ok(None) } else { self.interpolate(key.clone()).map(Some) }
-                    });
+                    let new_key = self
+                        .interpolate_in_place(value)
+                        .and_then(|()| if inert_key(key) { Ok(None) } else { self.interpolate(key.clone()).map(Some) });
                     self.path.pop();
                     if let Some(new_key) = new_key?
                         && new_key != *key

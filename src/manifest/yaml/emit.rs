@@ -313,8 +313,24 @@ mod tests {
             })
         };
         for s in [
-            "plain", "a\nb", "tab\t", "\u{7f}", "\u{80}", "\u{85}", "\u{9f}", "\u{a0}", "é ü ß", "\u{2027}",
-            "\u{2028}", "\u{2029}", "\u{202a}", "\u{feff}", "\u{fefe}", "\u{fffd}", "日本", "\u{1f600}",
+            "plain",
+            "a\nb",
+            "tab\t",
+            "\u{7f}",
+            "\u{80}",
+            "\u{85}",
+            "\u{9f}",
+            "\u{a0}",
+            "é ü ß",
+            "\u{2027}",
+            "\u{2028}",
+            "\u{2029}",
+            "\u{202a}",
+            "\u{feff}",
+            "\u{fefe}",
+            "\u{fffd}",
+            "日本",
+            "\u{1f600}",
         ] {
             for newline_ok in [false, true] {
                 assert_eq!(has_special(s, newline_ok), slow(s, newline_ok), "{s:?} newline_ok={newline_ok}");

@@ -40,7 +40,8 @@ pub(super) fn parse(text: &str) -> Option<Value> {
         }
         lines.push(Line { indent, text });
     }
-    let mut parser = Parser { raw: body.split('\n').collect(), lines, pos: 0, terminated, depth: 0, anchors: HashMap::new() };
+    let mut parser =
+        Parser { raw: body.split('\n').collect(), lines, pos: 0, terminated, depth: 0, anchors: HashMap::new() };
     parser.skip_blank();
     if parser.pos == parser.lines.len() {
         return None;
@@ -528,10 +529,8 @@ impl Flow {
 fn flow_plain(text: &str) -> Option<Value> {
     let text = text.trim_end_matches(' ');
     let first = *text.as_bytes().first()?;
-    if matches!(
-        first,
-        b'-' | b'?' | b':' | b'&' | b'*' | b'!' | b'|' | b'>' | b'%' | b'@' | b'`' | b'#' | b'\'' | b'"'
-    ) && !(first == b'-' && text.as_bytes().get(1).is_some_and(u8::is_ascii_digit))
+    if matches!(first, b'-' | b'?' | b':' | b'&' | b'*' | b'!' | b'|' | b'>' | b'%' | b'@' | b'`' | b'#' | b'\'' | b'"')
+        && !(first == b'-' && text.as_bytes().get(1).is_some_and(u8::is_ascii_digit))
     {
         return None;
     }
