@@ -137,31 +137,7 @@ fn main() {
     // cf recorded as deployed (every instance with the spec a deploy applies), then a new
     // stemcell uploaded and pinned: every VM recreates, every package compiles again.
     f.record_as_deployed();
-    let current = f.desired().expect("desired model").stemcells[0].version.clone();
-    let next = format!("{current}1");
-    let definition = f.root.join("stemcell-next.yml");
-    std::fs::write(
-        &definition,
-        format!("name: bosh-local-{{operating_system}}\nversion: \"{next}\"\napi_version: 3\nstemcell_formats: [local]\ncloud_properties: {{infrastructure: local}}\ntools: [sh]\n"),
-    )
-    .unwrap();
-    let tarball = f.root.join("stemcell-next.tgz");
-    cf_corpus::rosh_ok(
-        &f.state_dir,
-        &f.root,
-        &[
-            "create-stemcell",
-            "--local",
-            "--definition",
-            definition.to_str().unwrap(),
-            "--tarball",
-            tarball.to_str().unwrap(),
-        ],
-    );
-    cf_corpus::rosh_ok(&f.state_dir, &f.root, &["upload-stemcell", tarball.to_str().unwrap()]);
-    let pin = f.root.join("pin-stemcell.yml");
-    std::fs::write(&pin, format!("- type: replace\n  path: /stemcells/alias=default/version\n  value: \"{next}\"\n"))
-        .unwrap();
+    let (_, pin) = f.upload_next_stemcell();
     let mut deployed_args = plan_args;
     deployed_args.extend(["-o".into(), pin.display().to_string(), "--detailed-exitcode".into()]);
     run_scenario(&Scenario { label: "rosh plan, deployed, new stemcell", args: deployed_args }, &f, process_runs);

@@ -725,20 +725,7 @@ fn an_exported_compiled_release_deploys_elsewhere_without_compiling() {
     assert!(smoke.status.success(), "{}", String::from_utf8_lossy(&smoke.stdout));
 
     // On a stemcell they were not compiled for, packages without source are refused before any VM.
-    let definition = fs::read_to_string(repo().join("stemcells/local/stemcell.yml"))
-        .unwrap()
-        .replace("version: \"1.0\"", "version: \"2.0\"");
-    let def = other.write("stemcell-2.yml", &definition);
-    let tarball = other.path("stemcell-2.tgz");
-    other.ok(&[
-        "create-stemcell",
-        "--local",
-        "--definition",
-        def.to_str().unwrap(),
-        "--tarball",
-        tarball.to_str().unwrap(),
-    ]);
-    other.ok(&["upload-stemcell", tarball.to_str().unwrap()]);
+    other.upload_stemcell_version("2.0");
     let vms = other.vm_dirs();
     let mut pinned = quick_demo(&other);
     pinned.0["stemcells"][0]["version"] = yaml("'2.0'");

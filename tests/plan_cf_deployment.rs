@@ -413,31 +413,7 @@ fn rosh_plan_of_v44_5_fresh_deployed_and_with_a_new_stemcell() {
     assert_eq!(same["summary"]["compile"], 0);
 
     // A new stemcell.
-    let current = f.desired().unwrap().stemcells[0].version.clone();
-    let next = format!("{current}1");
-    let definition = root.path().join("stemcell-next.yml");
-    std::fs::write(
-        &definition,
-        format!("name: bosh-local-{{operating_system}}\nversion: \"{next}\"\napi_version: 3\nstemcell_formats: [local]\ncloud_properties: {{infrastructure: local}}\ntools: [sh]\n"),
-    )
-    .unwrap();
-    let tarball = root.path().join("stemcell-next.tgz");
-    rosh_ok(
-        &f.state_dir,
-        &f.root,
-        &[
-            "create-stemcell",
-            "--local",
-            "--definition",
-            definition.to_str().unwrap(),
-            "--tarball",
-            tarball.to_str().unwrap(),
-        ],
-    );
-    rosh_ok(&f.state_dir, &f.root, &["upload-stemcell", tarball.to_str().unwrap()]);
-    let pin = root.path().join("pin-stemcell.yml");
-    std::fs::write(&pin, format!("- type: replace\n  path: /stemcells/alias=default/version\n  value: \"{next}\"\n"))
-        .unwrap();
+    let (next, pin) = f.upload_next_stemcell();
     let pin = pin.display().to_string();
     let upgraded = plan(&["-o", &pin]);
     assert_eq!(count(&upgraded, "recreate"), instances);

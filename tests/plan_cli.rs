@@ -306,20 +306,7 @@ fn state_side_reasons_and_saved_plans() {
     expect(&plan(&d, &quick_demo(&d), &[]), UNCHANGED, "back as deployed");
 
     // A new stemcell version: every VM is recreated, naming both versions.
-    let definition = fs::read_to_string(repo().join("stemcells/local/stemcell.yml"))
-        .unwrap()
-        .replace("version: \"1.0\"", "version: \"1.1\"");
-    let def = d.write("stemcell-1.1.yml", &definition);
-    let tarball = d.path("stemcell-1.1.tgz");
-    d.ok(&[
-        "create-stemcell",
-        "--local",
-        "--definition",
-        def.to_str().unwrap(),
-        "--tarball",
-        tarball.to_str().unwrap(),
-    ]);
-    d.ok(&["upload-stemcell", tarball.to_str().unwrap()]);
+    d.upload_stemcell_version("1.1");
     let p = plan(&d, &quick_demo(&d), &[]);
     for (name, row) in table(&p) {
         assert!(

@@ -19,13 +19,11 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow};
 
 use super::deploy::{self, Director};
-use super::interpolate::{VarFlags, render_with_store};
+use super::interpolate::VarFlags;
 use crate::compat::{
     self, CompatInput, CompatReport, CompiledInput, GroupInput, ReleaseInput, Requires, StemcellInput, Table,
 };
 use crate::converge::deploy::CpiSet;
-use crate::manifest::model::Deployment;
-use crate::manifest::yaml::{self, Value};
 use crate::plan::desired::DesiredDeployment;
 
 /// The operator's table in the state dir, merged over the shipped one when present.
@@ -239,7 +237,9 @@ pub fn run(deployment: Option<String>, args: CompatArgs) -> anyhow::Result<ExitC
 
 fn check(deployment: Option<String>, args: CheckArgs) -> anyhow::Result<ExitCode> {
     let director = Director::open()?;
-    let manifest = read_manifest_without_writes(&director, &args.manifest, &args.flags, deployment.as_deref())?;
+    // Read as `plan` reads it: every variable source read-only, nothing generated kept.
+    let manifest =
+        super::plan::read_manifest_readonly(&director, &args.manifest, &args.flags, deployment.as_deref())?.manifest;
     let (cloud, _) = deploy::cloud_config(&director, args.cloud_config.as_deref())?;
     let (runtimes, _) = deploy::runtime_configs(&director)?;
     let desired = deploy::desire(&director, &manifest, &cloud, &runtimes)?;
@@ -253,46 +253,4 @@ fn check(deployment: Option<String>, args: CheckArgs) -> anyhow::Result<ExitCode
         print!("{}", render(&report));
     }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-/// The manifest, interpolated as `deploy` would, but with every variable source read-only: the
-/// deployment's stored variables and the `--vars-store` file are read, nothing generated is kept.
-fn read_manifest_without_writes(
-    director: &Director,
-    path: &Path,
-    flags: &VarFlags,
-    expected_name: Option<&str>,
-) -> anyhow::Result<Deployment> {
-    let display = path.display().to_string();
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {display}"))?;
-    let raw = yaml::parse(&text, &display)?;
-    let Some(name) = raw.get("name").and_then(Value::as_str).map(str::to_string) else {
-        anyhow::bail!("{display}: name: a deployment manifest needs a name")
-    };
-    if let Some(expected) = expected_name
-        && expected != name
-    {
-        anyhow::bail!("{display}: name: the manifest deploys `{name}`, but -d says `{expected}`");
-    }
-    let mut store: yaml::Mapping = director
-        .state
-        .variables(&name)?
-        .into_iter()
-        .map(|(k, v)| Ok((Value::String(k), serde_yaml_ng::to_value(v)?)))
-        .collect::<anyhow::Result<_>>()?;
-    let mut flags = flags.clone();
-    if let Some(store_path) = flags.vars_store.take()
-        && store_path.exists()
-    {
-        let text = std::fs::read_to_string(&store_path)
-            .with_context(|| format!("reading vars store {}", store_path.display()))?;
-        match yaml::parse(&text, &store_path.display().to_string())? {
-            Value::Mapping(values) => store.extend(values),
-            Value::Null => {}
-            other => anyhow::bail!("{}: a vars store is a map, found {}", store_path.display(), yaml::kind(&other)),
-        }
-    }
-    let (doc, _generated_and_dropped) = render_with_store(raw, &display, &flags, Some(store))?;
-    let loaded = Deployment::from_value(&doc).map_err(|e| anyhow!("{display}: {e}"))?;
-    Ok(loaded.model)
 }

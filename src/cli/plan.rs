@@ -245,9 +245,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The manifest as the deploy would read it, keeping nothing it generates.
-struct ReadManifest {
-    doc: Value,
-    manifest: Deployment,
+pub struct ReadManifest {
+    pub doc: Value,
+    pub manifest: Deployment,
     /// Names of variables the deploy would generate.
     generated: Vec<String>,
     /// Their values here (to redact them; never shown or saved).
@@ -256,7 +256,10 @@ struct ReadManifest {
     inputs_sha256: String,
 }
 
-fn read_manifest_readonly(
+/// Reads `path` as `deploy` would, with every variable source read-only: the director's stored
+/// variables (or the `--vars-store` file, read as a vars file) are used, and what is generated
+/// is kept in memory only.
+pub fn read_manifest_readonly(
     director: &Director,
     path: &Path,
     flags: &VarFlags,

@@ -568,6 +568,31 @@ impl CfFixture {
         self.desired_with(&self.director(), &[])
     }
 
+    /// Uploads a local stemcell one version past the manifest's and writes an ops file pinning
+    /// the manifest to it; answers the new version and the ops file.
+    pub fn upload_next_stemcell(&self) -> (String, PathBuf) {
+        let current = self.desired().expect("desired model").stemcells[0].version.clone();
+        let next = format!("{current}1");
+        let definition = self.root.join("stemcell-next.yml");
+        write(
+            &definition,
+            &format!(
+                "name: bosh-local-{{operating_system}}\nversion: \"{next}\"\napi_version: 3\nstemcell_formats: [local]\n\
+                 cloud_properties: {{infrastructure: local}}\ntools: [sh]\n"
+            ),
+        );
+        let tarball = self.root.join("stemcell-next.tgz");
+        rosh_ok(
+            &self.state_dir,
+            &self.root,
+            &["create-stemcell", "--local", "--definition", path(&definition), "--tarball", path(&tarball)],
+        );
+        rosh_ok(&self.state_dir, &self.root, &["upload-stemcell", path(&tarball)]);
+        let pin = self.root.join("pin-stemcell.yml");
+        write(&pin, &format!("- type: replace\n  path: /stemcells/alias=default/version\n  value: \"{next}\"\n"));
+        (next, pin)
+    }
+
     /// Records cf as deployed in the fixture's state, without making VMs (CF's jobs here have
     /// empty templates and could not run): the cloud config stored, every package of the
     /// stemcell in the compiled-package cache (a stand-in blob digest), every instance with a

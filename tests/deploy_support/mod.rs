@@ -619,3 +619,24 @@ impl Director {
         (out.status.code(), found, doc)
     }
 }
+
+impl Director {
+    /// Builds and uploads the local stemcell again as version `version` (the repository's
+    /// definition with only the version changed).
+    pub fn upload_stemcell_version(&self, version: &str) {
+        let definition = fs::read_to_string(repo().join("stemcells/local/stemcell.yml"))
+            .unwrap()
+            .replace("version: \"1.0\"", &format!("version: \"{version}\""));
+        let def = self.write(&format!("stemcell-{version}.yml"), &definition);
+        let tarball = self.path(&format!("stemcell-{version}.tgz"));
+        self.ok(&[
+            "create-stemcell",
+            "--local",
+            "--definition",
+            def.to_str().unwrap(),
+            "--tarball",
+            tarball.to_str().unwrap(),
+        ]);
+        self.ok(&["upload-stemcell", tarball.to_str().unwrap()]);
+    }
+}

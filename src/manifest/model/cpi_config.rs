@@ -63,7 +63,10 @@ pub enum CpiKind {
     Local,
     Static,
     /// A BOSH CPI executable; `kind` is the config's `type` (`aws`, `vsphere`, `external`…).
-    External { kind: String, exec_path: String },
+    External {
+        kind: String,
+        exec_path: String,
+    },
 }
 
 /// A validated CPI config.
@@ -76,7 +79,11 @@ impl CpiConfig {
     /// What a director without a CPI config uses: the local CPI, named `local`.
     pub fn default_local() -> CpiConfig {
         CpiConfig {
-            cpis: vec![CpiDef { name: DEFAULT_CPI.to_string(), kind: CpiKind::Local, properties: serde_json::json!({}) }],
+            cpis: vec![CpiDef {
+                name: DEFAULT_CPI.to_string(),
+                kind: CpiKind::Local,
+                properties: serde_json::json!({}),
+            }],
         }
     }
 
@@ -119,7 +126,9 @@ impl CpiConfig {
                     )));
                 }
             };
-            if kind == CpiKind::Static && properties.get("machines").and_then(|m| m.as_array()).is_none_or(|m| m.is_empty()) {
+            if kind == CpiKind::Static
+                && properties.get("machines").and_then(|m| m.as_array()).is_none_or(|m| m.is_empty())
+            {
                 return Err(invalid(format!("cpis[{i}].properties.machines: a static CPI needs at least one machine")));
             }
             cpis.push(CpiDef { name: cpi.name, kind, properties });
@@ -175,7 +184,10 @@ mod tests {
         let cases = [
             ("cpis: []", "cpis: lists no CPI"),
             ("cpis: [{name: a, type: aws}]", "cpis[0]: type `aws` is not built into rosh"),
-            ("cpis: [{name: a, type: local}, {name: a, type: local}]", "cpis[1].name: `a` is already the name of cpis[0]"),
+            (
+                "cpis: [{name: a, type: local}, {name: a, type: local}]",
+                "cpis[1].name: `a` is already the name of cpis[0]",
+            ),
             ("cpis: [{name: a, type: local, exec_path: /x}]", "cpis[0].exec_path"),
             ("cpis: [{name: a, type: static}]", "cpis[0].properties.machines"),
             ("cpis: [{name: a, type: local, propertes: {}}]", "propertes"),

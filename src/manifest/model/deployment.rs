@@ -487,7 +487,13 @@ fn read_update(r: &mut Reader, raw: Option<Raw<RawUpdate>>, at: &YamlPath) -> Op
             "initial_deploy_az_update_strategy",
             &[("serial", AzUpdateStrategy::Serial), ("parallel", AzUpdateStrategy::Parallel)],
         ),
-        order: choice(r, raw.order, at.key("order"), "order", &[("manifest", UpdateOrder::Manifest), ("links", UpdateOrder::Links)]),
+        order: choice(
+            r,
+            raw.order,
+            at.key("order"),
+            "order",
+            &[("manifest", UpdateOrder::Manifest), ("links", UpdateOrder::Links)],
+        ),
     })
 }
 
