@@ -182,6 +182,39 @@ pub fn run(deployment: Option<String>, args: DeployArgs) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// A manifest file as read, before ops files and variables.
+pub struct RawManifest {
+    pub text: String,
+    /// How errors name the file.
+    pub display: String,
+    pub doc: Value,
+    /// The deployment it names.
+    pub name: String,
+}
+
+impl RawManifest {
+    /// Reads and parses `path`; it must name a deployment, and `expected_name` (from `-d`)
+    /// when given.
+    pub fn read(path: &std::path::Path, expected_name: Option<&str>) -> anyhow::Result<RawManifest> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {display}"))?;
+        let doc = yaml::parse(&text, &display)?;
+        let name = doc.get("name").and_then(Value::as_str).map(str::to_string);
+        let Some(name) = name else { bail!("{display}: name: a deployment manifest needs a name") };
+        if let Some(expected) = expected_name
+            && expected != name
+        {
+            bail!("{display}: name: the manifest deploys `{name}`, but -d says `{expected}`");
+        }
+        Ok(RawManifest { text, display, doc, name })
+    }
+}
+
+/// The variables the director keeps for deployment `name`, as a vars store.
+pub fn stored_variables(director: &Director, name: &str) -> anyhow::Result<yaml::Mapping> {
+    Ok(director.state.variables(name)?.into_iter().map(|(k, v)| (Value::String(k), yaml::from_json(&v))).collect())
+}
+
 /// Reads the manifest with its variables (generated ones kept in the state).
 pub fn read_manifest(
     director: &Director,
@@ -189,22 +222,8 @@ pub fn read_manifest(
     flags: &VarFlags,
     expected_name: Option<&str>,
 ) -> anyhow::Result<(Value, Deployment)> {
-    let display = path.display().to_string();
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {display}"))?;
-    let raw = yaml::parse(&text, &display)?;
-    let name = raw.get("name").and_then(Value::as_str).map(str::to_string);
-    let Some(name) = name else { bail!("{display}: name: a deployment manifest needs a name") };
-    if let Some(expected) = expected_name
-        && expected != name
-    {
-        bail!("{display}: name: the manifest deploys `{name}`, but -d says `{expected}`");
-    }
-    let stored: crate::manifest::yaml::Mapping = director
-        .state
-        .variables(&name)?
-        .into_iter()
-        .map(|(k, v)| Ok((Value::String(k), serde_yaml_ng::to_value(v)?)))
-        .collect::<anyhow::Result<_>>()?;
+    let RawManifest { display, doc: raw, name, .. } = RawManifest::read(path, expected_name)?;
+    let stored = stored_variables(director, &name)?;
     let (doc, generated) = render_with_store(raw, &display, flags, Some(stored))?;
     if let Some(store) = generated {
         let values: BTreeMap<String, serde_json::Value> =
@@ -215,9 +234,13 @@ pub fn read_manifest(
     Ok((doc, loaded.model))
 }
 
-/// The cloud config in force: `--cloud-config FILE`, else the stored one.
-pub fn cloud_config(director: &Director, file: Option<&std::path::Path>) -> anyhow::Result<(CloudConfig, Option<i64>)> {
-    let (text, display, id) = match file {
+/// The text of the cloud config in force (`--cloud-config FILE`, else the stored one), how
+/// errors name it, and the stored version's id.
+pub fn cloud_config_source(
+    director: &Director,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<(String, String, Option<i64>)> {
+    Ok(match file {
         Some(path) => (
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
             path.display().to_string(),
@@ -227,10 +250,26 @@ pub fn cloud_config(director: &Director, file: Option<&std::path::Path>) -> anyh
             Some(config) => (config.content, "cloud config".to_string(), Some(config.id)),
             None => bail!("no cloud config: give --cloud-config FILE or run `rosh update-cloud-config FILE` first"),
         },
-    };
-    let doc = yaml::parse(&text, &display)?;
-    let loaded = CloudConfig::from_value(&doc).map_err(|e| anyhow!("{display}: {e}"))?;
-    Ok((loaded.model, id))
+    })
+}
+
+/// A cloud config's model from its text.
+pub fn parse_cloud_config(text: &str, display: &str) -> anyhow::Result<CloudConfig> {
+    let doc = yaml::parse(text, display)?;
+    Ok(CloudConfig::from_value(&doc).map_err(|e| anyhow!("{display}: {e}"))?.model)
+}
+
+/// A runtime config's model from its text.
+pub fn parse_runtime_config(name: &str, text: &str) -> anyhow::Result<RuntimeConfig> {
+    let display = format!("runtime config '{name}'");
+    let doc = yaml::parse(text, &display)?;
+    Ok(RuntimeConfig::from_value(&doc, name).map_err(|e| anyhow!("{display}: {e}"))?.model)
+}
+
+/// The cloud config in force: `--cloud-config FILE`, else the stored one.
+pub fn cloud_config(director: &Director, file: Option<&std::path::Path>) -> anyhow::Result<(CloudConfig, Option<i64>)> {
+    let (text, display, id) = cloud_config_source(director, file)?;
+    Ok((parse_cloud_config(&text, &display)?, id))
 }
 
 /// Runtime configs by name, and the ids of the versions read.
@@ -241,10 +280,7 @@ pub fn runtime_configs(director: &Director) -> anyhow::Result<RuntimeConfigs> {
     let mut configs = Vec::new();
     let mut ids = Vec::new();
     for config in director.state.latest_configs(ConfigKind::Runtime)? {
-        let display = format!("runtime config '{}'", config.name);
-        let doc = yaml::parse(&config.content, &display)?;
-        let model = RuntimeConfig::from_value(&doc, &config.name).map_err(|e| anyhow!("{display}: {e}"))?;
-        configs.push((config.name.clone(), model.model));
+        configs.push((config.name.clone(), parse_runtime_config(&config.name, &config.content)?));
         ids.push(config.id);
     }
     Ok((configs, ids))
@@ -426,8 +462,7 @@ impl Inputs {
                 let config = state
                     .config_by_id(id)?
                     .ok_or_else(|| anyhow!("cloud config version {id} used by `{name}` is gone"))?;
-                let doc = yaml::parse(&config.content, "cloud config")?;
-                CloudConfig::from_value(&doc).map_err(|e| anyhow!("cloud config version {id}: {e}"))?.model
+                parse_cloud_config(&config.content, &format!("cloud config version {id}"))?
             }
             None => cloud_config(director, None)?.0,
         };
@@ -436,10 +471,7 @@ impl Inputs {
             let config = state
                 .config_by_id(*id)?
                 .ok_or_else(|| anyhow!("runtime config version {id} used by `{name}` is gone"))?;
-            let display = format!("runtime config '{}'", config.name);
-            let doc = yaml::parse(&config.content, &display)?;
-            let model = RuntimeConfig::from_value(&doc, &config.name).map_err(|e| anyhow!("{display}: {e}"))?;
-            runtimes.push((config.name.clone(), model.model));
+            runtimes.push((config.name.clone(), parse_runtime_config(&config.name, &config.content)?));
         }
         Ok(Inputs { doc, manifest, cloud, cloud_id, runtimes, runtime_ids: recorded.runtime_config_ids })
     }

@@ -17,12 +17,15 @@ use anyhow::{Context, anyhow, bail};
 use sha2::Digest;
 
 use super::compat::{GateOptions, cpi_infos, gate};
-use super::deploy::{Director, check_link_order, desire};
+use super::deploy::{
+    Director, RawManifest, check_link_order, cloud_config_source, desire, parse_cloud_config, parse_runtime_config,
+    stored_variables,
+};
 use super::interpolate::{VarFlags, render_with_store};
 use crate::compile;
 use crate::converge::deploy::known_instances;
 use crate::converge::spec::SpecRenderer;
-use crate::manifest::model::{CloudConfig, Deployment, RuntimeConfig};
+use crate::manifest::model::Deployment;
 use crate::manifest::yaml::{self, Mapping, Value};
 use crate::plan::desired::DesiredDeployment;
 use crate::plan::diff::{Redaction, diff};
@@ -121,12 +124,15 @@ pub fn make_plan(
     let state = &director.state;
     let serial = state.serial()?;
     let read = read_manifest_readonly(director, manifest, flags, expected)?;
-    let (cloud_text, cloud_display) = cloud_config_text(director, options.cloud_config.as_deref())?;
+    let (cloud_text, cloud_display, _) = cloud_config_source(director, options.cloud_config.as_deref())?;
+    let cloud = parse_cloud_config(&cloud_text, &cloud_display)?;
     let cloud_doc = yaml::parse(&cloud_text, &cloud_display)?;
-    let cloud = CloudConfig::from_value(&cloud_doc).map_err(|e| anyhow!("{cloud_display}: {e}"))?.model;
     let runtime_texts: Vec<(String, String)> =
         state.latest_configs(ConfigKind::Runtime)?.into_iter().map(|c| (c.name, c.content)).collect();
-    let runtimes = parse_runtimes(&runtime_texts)?;
+    let runtimes = runtime_texts
+        .iter()
+        .map(|(name, text)| Ok((name.clone(), parse_runtime_config(name, text)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     let mut desired = desire(director, &read.manifest, &cloud, &runtimes)?;
     check_link_order(&desired, options.allow_unordered_links)?;
@@ -265,17 +271,7 @@ pub fn read_manifest_readonly(
     flags: &VarFlags,
     expected: Option<&str>,
 ) -> anyhow::Result<ReadManifest> {
-    let display = path.display().to_string();
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {display}"))?;
-    let raw = yaml::parse(&text, &display)?;
-    let Some(name) = raw.get("name").and_then(Value::as_str).map(str::to_string) else {
-        bail!("{display}: name: a deployment manifest needs a name")
-    };
-    if let Some(expected) = expected
-        && expected != name
-    {
-        bail!("{display}: name: the manifest deploys `{name}`, but -d says `{expected}`");
-    }
+    let RawManifest { text, display, doc: raw, name } = RawManifest::read(path, expected)?;
     // A --vars-store file is read like a vars file (lowest precedence) and never written;
     // without one, the director's stored variables are the store, generated into in memory.
     let mut readonly = flags.clone();
@@ -285,9 +281,7 @@ pub fn read_manifest_readonly(
             readonly.vars_files.insert(0, store);
         }
     } else {
-        for (k, v) in director.state.variables(&name)? {
-            stored.insert(Value::String(k), yaml::from_json(&v));
-        }
+        stored = stored_variables(director, &name)?;
     }
     let before: Vec<Value> = stored.keys().cloned().collect();
     let (doc, generated_store) = render_with_store(raw, &display, &readonly, Some(stored))?;
@@ -351,32 +345,6 @@ pub fn inputs_digest(manifest_text: &str, flags: &VarFlags) -> anyhow::Result<St
         part("vars-store", &read(store)?);
     }
     Ok(sha256_hex(&h.finalize()))
-}
-
-/// The text of the cloud config in force and how to name it.
-fn cloud_config_text(director: &Director, file: Option<&Path>) -> anyhow::Result<(String, String)> {
-    match file {
-        Some(path) => Ok((
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-            path.display().to_string(),
-        )),
-        None => match director.state.latest_config(ConfigKind::Cloud, "default")? {
-            Some(config) => Ok((config.content, "cloud config".to_string())),
-            None => bail!("no cloud config: give --cloud-config FILE or run `rosh update-cloud-config FILE` first"),
-        },
-    }
-}
-
-fn parse_runtimes(texts: &[(String, String)]) -> anyhow::Result<Vec<(String, RuntimeConfig)>> {
-    texts
-        .iter()
-        .map(|(name, text)| {
-            let display = format!("runtime config '{name}'");
-            let doc = yaml::parse(text, &display)?;
-            let model = RuntimeConfig::from_value(&doc, name).map_err(|e| anyhow!("{display}: {e}"))?;
-            Ok((name.clone(), model.model))
-        })
-        .collect()
 }
 
 /// The manifest as the director sees it: with the cloud config's sections and the runtime

@@ -164,7 +164,8 @@ pub fn reconcile<E>(
                 match record {
                     None if group_known => (Action::Create, vec![Reason::ScaleUp]),
                     None => decide(&InstanceSpec::empty(), None, false),
-                    Some(k) if !k.has_vm => (Action::Create, vec![Reason::VmMissing]),
+                    // No VM: created whatever the spec says (decide's first rule).
+                    Some(k) if !k.has_vm => decide(&InstanceSpec::empty(), Some(&observed(k)), options.recreate),
                     // A VM a previous run did not finish with: replaced whatever the manifest
                     // says, so its spec does not matter.
                     Some(k) if k.dirty || k.applied.is_none() => {
