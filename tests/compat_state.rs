@@ -1,6 +1,8 @@
 //! The `requires:` of a release in the state: a database made before rosh kept them (schema 4)
 //! upgrades, and its release versions read as declaring nothing; new records keep theirs.
 
+mod common;
+
 use rosh::state::{Recorded, ReleaseRecord, State, schema};
 
 fn record(version: &str) -> ReleaseRecord {
@@ -17,18 +19,7 @@ fn record(version: &str) -> ReleaseRecord {
 #[test]
 fn releases_recorded_before_requires_existed_still_load() {
     let dir = tempfile::tempdir().unwrap();
-    let mut conn = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
-    for migration in schema::MIGRATIONS.iter().filter(|m| m.version <= 4) {
-        let tx = conn.transaction().unwrap();
-        tx.execute_batch(migration.sql).unwrap();
-        tx.execute(
-            "INSERT INTO schema_migrations (version, description, rosh_version) VALUES (?1, ?2, '0.1.0')",
-            (migration.version, migration.description),
-        )
-        .unwrap();
-        tx.pragma_update(None, "user_version", migration.version).unwrap();
-        tx.commit().unwrap();
-    }
+    let conn = common::state_db_at_schema(&dir.path().join("state.db"), 4);
     conn.execute_batch(
         "INSERT INTO releases (id, name) VALUES (1, 'cf');
          INSERT INTO release_versions (id, release_id, version, uncommitted_changes) VALUES (1, 1, '207', 0);",

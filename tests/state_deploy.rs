@@ -3,6 +3,8 @@
 //! disks and orphans, the compiled package cache and generated variables — each write one fact
 //! that moves the serial once and is logged, a write that changes nothing moving nothing.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -109,19 +111,8 @@ fn event_count(state: &State) -> usize {
 /// deployment using both.
 fn make_v2_database(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    let mut conn = rusqlite::Connection::open(dir.join("state.db")).unwrap();
+    let conn = common::state_db_at_schema(&dir.join("state.db"), 2);
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).unwrap();
-    for migration in schema::MIGRATIONS.iter().filter(|m| m.version <= 2) {
-        let tx = conn.transaction().unwrap();
-        tx.execute_batch(migration.sql).unwrap();
-        tx.execute(
-            "INSERT INTO schema_migrations (version, description, rosh_version) VALUES (?1, ?2, '0.1.0')",
-            (migration.version, migration.description),
-        )
-        .unwrap();
-        tx.pragma_update(None, "user_version", migration.version).unwrap();
-        tx.commit().unwrap();
-    }
     conn.execute_batch(
         "INSERT INTO releases (id, name) VALUES (1, 'nats');
          INSERT INTO release_versions (id, release_id, version, uncommitted_changes) VALUES (1, 1, '56', 0);

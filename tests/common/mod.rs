@@ -63,3 +63,21 @@ pub fn copy_release_source(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A state database at `path` created as an older rosh left it: the schema migrations up to
+/// and including `version` only, each recorded as rosh 0.1.0 applied it.
+pub fn state_db_at_schema(path: &Path, version: u32) -> rusqlite::Connection {
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    for migration in rosh::state::schema::MIGRATIONS.iter().filter(|m| m.version <= version) {
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(migration.sql).unwrap();
+        tx.execute(
+            "INSERT INTO schema_migrations (version, description, rosh_version) VALUES (?1, ?2, '0.1.0')",
+            (migration.version, migration.description),
+        )
+        .unwrap();
+        tx.pragma_update(None, "user_version", migration.version).unwrap();
+        tx.commit().unwrap();
+    }
+    conn
+}
