@@ -208,6 +208,26 @@ impl fmt::Display for YamlPath {
     }
 }
 
+/// Every `.yml`/`.yaml` file of `../shared/corpus`, for the tests that hold the YAML layer to
+/// real documents.
+#[cfg(test)]
+fn corpus_yaml_files() -> Vec<std::path::PathBuf> {
+    let mut stack = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")];
+    let mut files = Vec::new();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
