@@ -7,36 +7,28 @@
 //!
 //! `cargo bench --bench deploy`
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs rosh; answers wall time and peak RSS (MiB).
 fn rosh(args: &[&str], cwd: &Path, state: &Path) -> (Duration, f64) {
-    let start = Instant::now();
-    // Reaped below with wait4, which also returns the child's peak RSS.
-    #[allow(clippy::zombie_processes)]
-    let child = Command::new(env!("CARGO_BIN_EXE_rosh"))
-        .args(args)
-        .current_dir(cwd)
-        .env("ROSH_STATE_DIR", state)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(cwd.join("rosh.err")).unwrap())
-        .spawn()
-        .expect("spawn rosh");
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: our own child; valid out-pointers.
-    let rc = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(rc, child.id() as libc::pid_t);
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+    let run = support::measure(
+        Command::new(env!("CARGO_BIN_EXE_rosh"))
+            .args(args)
+            .current_dir(cwd)
+            .env("ROSH_STATE_DIR", state)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(cwd.join("rosh.err")).unwrap()),
+    );
+    if !run.success() {
         let err = std::fs::read_to_string(cwd.join("rosh.err")).unwrap_or_default();
-        panic!(
-            "rosh {args:?} failed:\n{}",
-            err.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
+        panic!("rosh {args:?} failed:\n{}", support::tail(&err, 15));
     }
-    (start.elapsed(), usage.ru_maxrss as f64 / 1024.0)
+    (run.wall, run.max_rss_mib())
 }
 
 fn write(path: &Path, text: &str) {

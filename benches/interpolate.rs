@@ -10,9 +10,12 @@
 //!
 //! `cargo bench --bench interpolate` (set ROSH_BENCH_RUNS to change the repeat count).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // Ordered so each applies cleanly after the ones before it.
 const OPS: [&str; 10] = [
@@ -43,26 +46,15 @@ struct Sample {
 
 /// Runs the binary once and reads its own resource usage with wait4.
 fn run(args: &[String], cwd: &Path) -> Sample {
-    let start = Instant::now();
-    // Reaped below with wait4, which also returns the child's resource usage.
-    #[allow(clippy::zombie_processes)]
-    let child = Command::new(env!("CARGO_BIN_EXE_rosh"))
-        .args(args)
-        .current_dir(cwd)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn rosh");
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our own child, status and usage are valid out-pointers.
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let wall = start.elapsed();
-    assert_eq!(rc, pid, "wait4");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "rosh {args:?} failed (status {status})");
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Sample { wall, cpu: tv(usage.ru_utime) + tv(usage.ru_stime), max_rss_kib: usage.ru_maxrss }
+    let run = support::measure(
+        Command::new(env!("CARGO_BIN_EXE_rosh"))
+            .args(args)
+            .current_dir(cwd)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    assert!(run.success(), "rosh {args:?} failed (exit {:?})", run.code);
+    Sample { wall: run.wall, cpu: run.cpu, max_rss_kib: run.max_rss_kib }
 }
 
 fn report(label: &str, mut samples: Vec<Sample>) {

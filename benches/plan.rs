@@ -18,6 +18,8 @@
 
 #[path = "../tests/cf_corpus/mod.rs"]
 mod cf_corpus;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -66,32 +68,22 @@ struct Scenario {
 
 /// Runs rosh once; wall time and the child's peak RSS (MiB), or its stderr when it fails.
 fn run_rosh(args: &[String], cwd: &Path, state: &Path) -> Result<(Duration, f64), String> {
-    let start = Instant::now();
-    // Reaped below with wait4, which also returns the child's peak RSS.
-    #[allow(clippy::zombie_processes)]
-    let child = Command::new(env!("CARGO_BIN_EXE_rosh"))
-        .args(args)
-        .current_dir(cwd)
-        .env("ROSH_STATE_DIR", state)
-        .env_remove("ROSH_DEPLOYMENT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(cwd.join("rosh.err")).unwrap())
-        .spawn()
-        .expect("spawn rosh");
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: our own child; valid out-pointers.
-    let rc = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(rc, child.id() as libc::pid_t);
-    let elapsed = start.elapsed();
+    let run = support::measure(
+        Command::new(env!("CARGO_BIN_EXE_rosh"))
+            .args(args)
+            .current_dir(cwd)
+            .env("ROSH_STATE_DIR", state)
+            .env_remove("ROSH_DEPLOYMENT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(cwd.join("rosh.err")).unwrap()),
+    );
     // `plan --detailed-exitcode` exits 2 for "changes": still a plan made.
-    let ok = libc::WIFEXITED(status) && matches!(libc::WEXITSTATUS(status), 0 | 2);
-    if !ok {
+    if !matches!(run.code, Some(0 | 2)) {
         let err = std::fs::read_to_string(cwd.join("rosh.err")).unwrap_or_default();
-        return Err(err.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+        return Err(support::tail(&err, 8));
     }
-    Ok((elapsed, usage.ru_maxrss as f64 / 1024.0))
+    Ok((run.wall, run.max_rss_mib()))
 }
 
 fn main() {

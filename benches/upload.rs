@@ -6,30 +6,25 @@
 //!
 //! `cargo bench --bench upload`
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn run(program: &str, args: &[&str], cwd: &Path, state: &Path) -> (Duration, i64) {
-    let start = Instant::now();
-    // Reaped below with wait4, which also returns the child's peak RSS.
-    #[allow(clippy::zombie_processes)]
-    let child = Command::new(program)
-        .args(args)
-        .current_dir(cwd)
-        .env("ROSH_STATE_DIR", state)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn");
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: our own child; valid out-pointers.
-    let rc = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(rc, child.id() as libc::pid_t);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{program} {args:?} failed");
-    (start.elapsed(), usage.ru_maxrss)
+    let run = support::measure(
+        Command::new(program)
+            .args(args)
+            .current_dir(cwd)
+            .env("ROSH_STATE_DIR", state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    assert!(run.success(), "{program} {args:?} failed");
+    (run.wall, run.max_rss_kib)
 }
 
 fn release_dir(root: &Path, name: &str, files: &[(&str, u64)]) {
