@@ -36,11 +36,11 @@ fn request(agent: &str) -> CreateVm {
     .unwrap()
 }
 
-/// The `rosh` binary cargo built for these tests (the test binary itself is not an agent),
-/// hashed once for all tests here.
+/// The `rosh-agent` binary cargo built for these tests (the test binary itself is not an
+/// agent), hashed once for all tests here.
 fn rosh_binary() -> AgentBinary {
     static BINARY: std::sync::OnceLock<AgentBinary> = std::sync::OnceLock::new();
-    BINARY.get_or_init(|| AgentBinary::at(Path::new(env!("CARGO_BIN_EXE_rosh"))).unwrap()).clone()
+    BINARY.get_or_init(|| AgentBinary::at(Path::new(env!("CARGO_BIN_EXE_rosh-agent"))).unwrap()).clone()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -82,9 +82,9 @@ async fn a_static_machine_is_claimed_given_the_agent_over_ssh_driven_and_wiped_o
     let conn = Connection::connect(&endpoint, &key, &options()).await.unwrap();
     let first = ensure_agent_binary(&conn, &endpoint, &binary).await.unwrap();
     assert!(first.installed);
-    let installed = root.join("bosh/bin/rosh");
+    let installed = root.join("bosh/bin/rosh-agent");
     assert_eq!(hex(&Sha256::digest(std::fs::read(&installed).unwrap())), binary.sha256);
-    assert_eq!(std::fs::read_to_string(root.join("bosh/bin/rosh.sha256")).unwrap().trim(), binary.sha256);
+    assert_eq!(std::fs::read_to_string(root.join("bosh/bin/rosh-agent.sha256")).unwrap().trim(), binary.sha256);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777, 0o755);
     // Same digest on the machine: nothing is sent again.
@@ -161,7 +161,7 @@ async fn an_agent_of_another_version_is_replaced_and_a_missing_one_is_reported_a
 
     assert!(ensure_agent_binary(&conn, &endpoint, &binary).await.unwrap().installed);
     // Another director version recorded on the machine: the binary is sent again.
-    let digest_file = sshd.dir.path().join("vcap/bosh/bin/rosh.sha256");
+    let digest_file = sshd.dir.path().join("vcap/bosh/bin/rosh-agent.sha256");
     std::fs::write(&digest_file, format!("{}\n", "f".repeat(64))).unwrap();
     let replaced = ensure_agent_binary(&conn, &endpoint, &binary).await.unwrap();
     assert!(replaced.installed);
@@ -173,7 +173,52 @@ async fn an_agent_of_another_version_is_replaced_and_a_missing_one_is_reported_a
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, vec!["rosh", "rosh.sha256"]);
+    assert_eq!(names, vec!["rosh-agent", "rosh-agent.sha256"]);
+}
+
+/// Runs `binary ARGS` with `{"…"}` on stdin; its exit code and stdout, stderr.
+fn run_agent(binary: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(binary).args(args).stdin(std::process::Stdio::null()).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_small_agent_and_a_rosh_binary_named_rosh_agent_answer_the_same_command_lines() {
+    let small = Path::new(env!("CARGO_BIN_EXE_rosh-agent"));
+    let full = Path::new(env!("CARGO_BIN_EXE_rosh"));
+    let small_size = std::fs::metadata(small).unwrap().len();
+    let full_size = std::fs::metadata(full).unwrap().len();
+    assert!(small_size * 2 < full_size, "rosh-agent ({small_size} bytes) is not much smaller than rosh ({full_size})");
+
+    let dir = tempfile::tempdir().unwrap();
+    // The fallback when no rosh-agent was built: the director's own binary under that name.
+    let renamed = dir.path().join("bin/rosh-agent");
+    std::fs::create_dir_all(renamed.parent().unwrap()).unwrap();
+    std::fs::copy(full, &renamed).unwrap();
+    let root = dir.path().join("vm");
+    let root = root.to_str().unwrap();
+    for binary in [small, renamed.as_path()] {
+        // As the static CPI's agent_command has it, and as the supervisor restarts itself.
+        for args in [vec!["--root", root, "version"], vec!["agent", "--root", root, "version"]] {
+            let (code, stdout, stderr) = run_agent(binary, &args);
+            assert_eq!(code, Some(0), "{} {args:?}: {stderr}", binary.display());
+            let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(answer["version"], AGENT_VERSION, "{stdout}");
+        }
+        // An unknown verb is the agent's JSON refusal, exit 1.
+        let (code, stdout, _) = run_agent(binary, &["--root", root, "no_such_verb"]);
+        assert_eq!(code, Some(1));
+        assert!(stdout.contains("no_such_verb"), "{stdout}");
+    }
+    // `serve` is the local CPI's VM: only the full binary, under its own name, has it.
+    let (code, _, stderr) =
+        run_agent(small, &["--root", root, "serve", "--listen", "127.0.0.1:0", "--authorized-keys", "/nonexistent"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("`serve` is the local CPI's VM and needs the full binary"), "{stderr}");
 }
 
 /// A gzipped tarball holding `files` (path, body).

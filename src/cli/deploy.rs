@@ -106,10 +106,9 @@ impl Director {
     /// How this director reaches VMs.
     pub fn reach(&self) -> anyhow::Result<Reach> {
         let key = DirectorKey::load_or_create(&self.state_dir)?;
-        let exe = std::env::current_exe().context("finding the rosh binary")?;
         Ok(Reach {
             key,
-            agent_binary: Arc::new(AgentBinary::at(&exe)?),
+            agent_binary: Arc::new(AgentBinary::for_machines()?.clone()),
             boot_timeout: Duration::from_secs(60),
             step_timeout: Duration::from_secs(900),
         })

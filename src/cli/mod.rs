@@ -136,6 +136,9 @@ pub enum Command {
 
 /// Runs the CLI with the process arguments and returns the exit code.
 pub fn main() -> ExitCode {
+    if agent::invoked_as_standalone() {
+        return agent::standalone_main();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Interpolate(args) => interpolate::run(args),

@@ -62,7 +62,7 @@ pub fn open(def: &CpiDef, env: &CpiEnv) -> anyhow::Result<Arc<dyn Cpi>> {
             let config = StaticConfig::from_value(&def.properties)
                 .map_err(|e| anyhow::anyhow!("cpi `{}`: properties: {}", def.name, e.0))?;
             let key = DirectorKey::load_or_create(&env.state_dir)?;
-            let binary = AgentBinary::at(&env.agent_exe)?;
+            let binary = AgentBinary::for_machines()?.clone();
             let wiper = AgentWiper::new(key, ConnectOptions::default()).with_agent_binary(binary);
             let dir = env.dir_of(&def.name);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -29,7 +29,7 @@ use rosh_cpi::{
 use serde_json::{Value, json};
 
 use crate::agent::protocol::{
-    ApplyJob, ApplyPackage, ApplySpec, JobSelection, JobState, MountDisk, ProcessState, RunScript,
+    ApplyJob, ApplyPackage, ApplySpec, JobSelection, JobState, MountDisk, ProcessState, Processes, RunScript,
 };
 use crate::blobstore::LocalBlobstore;
 use crate::converge::report::Reporter;
@@ -301,7 +301,9 @@ impl<'a> Deployer<'a> {
         let records: BTreeMap<String, InstanceRecord> =
             self.state.instances(&desired.name)?.into_iter().map(|r| (r.uuid.clone(), r)).collect();
         let mut targets = Vec::new();
-        for group in desired.groups.iter().filter(|g| g.lifecycle == GroupLifecycle::Service) {
+        let with_script =
+            desired.groups.iter().filter(|g| g.lifecycle == GroupLifecycle::Service && g.has_script("post-deploy"));
+        for group in with_script {
             for instance in &group.instances {
                 if let Some(vm) = records.get(&instance.id).and_then(|r| r.vm.clone()) {
                     targets.push((group.update.max_in_flight.max(1) as usize, instance.name(), vm));
@@ -379,7 +381,7 @@ impl<'a> Deployer<'a> {
             };
             let spec = self.instance_spec(deployment, group, instance, compiled, &endpoint.root)?;
             self.push_and_apply(&agent, &task, &deployment.name, group, &spec).await?;
-            self.run_script(&agent, &task, "pre-start").await?;
+            self.run_group_script(&agent, &task, group, "pre-start").await?;
             self.reporter.step(&task, "running errand");
             let results = agent
                 .run_script(&RunScript {
@@ -453,9 +455,9 @@ impl<'a> Deployer<'a> {
                 self.reporter.step(task, "connecting");
                 let agent = self.reach.agent(&endpoint).await?;
                 self.reporter.step(task, "starting");
-                agent.start(&JobSelection::default()).await?;
+                let started = agent.start(&JobSelection::default()).await?;
                 let watch = if canary { w.group.update.canary_watch_time } else { w.group.update.update_watch_time };
-                self.wait_running(&agent, task, watch).await?;
+                self.wait_running(&agent, task, watch, &started).await?;
                 self.state.set_instance_state(name, uuid, InstanceState::Started)?;
                 return Ok(());
             }
@@ -565,13 +567,13 @@ impl<'a> Deployer<'a> {
 
         let spec = self.instance_spec(deployment, w.group, w.instance, compiled, &endpoint.root)?;
         self.push_and_apply(&agent, task, name, w.group, &spec).await?;
-        self.run_script(&agent, task, "pre-start").await?;
+        self.run_group_script(&agent, task, w.group, "pre-start").await?;
         self.reporter.step(task, "starting");
-        agent.start(&JobSelection::default()).await?;
+        let started = agent.start(&JobSelection::default()).await?;
         // A canary is watched for canary_watch_time (as BOSH does), the others for update_watch_time.
         let watch = if canary { w.group.update.canary_watch_time } else { w.group.update.update_watch_time };
-        self.wait_running(&agent, task, watch).await?;
-        self.run_script(&agent, task, "post-start").await?;
+        self.wait_running(&agent, task, watch, &started).await?;
+        self.run_group_script(&agent, task, w.group, "post-start").await?;
         self.state.set_instance_applied(
             name,
             uuid,
@@ -767,6 +769,20 @@ impl<'a> Deployer<'a> {
         Ok(())
     }
 
+    /// [`Self::run_script`] when one of the group's jobs has that script; no call otherwise.
+    async fn run_group_script(
+        &self,
+        agent: &AgentClient,
+        task: &str,
+        group: &DesiredGroup,
+        script: &str,
+    ) -> anyhow::Result<()> {
+        if !group.has_script(script) {
+            return Ok(());
+        }
+        self.run_script(agent, task, script).await
+    }
+
     async fn run_script(&self, agent: &AgentClient, task: &str, script: &str) -> anyhow::Result<()> {
         self.reporter.step(task, script);
         let results = agent
@@ -792,7 +808,18 @@ impl<'a> Deployer<'a> {
     }
 
     /// Waits until every process runs: at least the watch time's minimum, at most its maximum.
-    async fn wait_running(&self, agent: &AgentClient, task: &str, (min_ms, max_ms): (u64, u64)) -> anyhow::Result<()> {
+    /// `start` answers once its processes are running or failing; with no minimum to wait and
+    /// all of them running, that answer settles it without asking again.
+    async fn wait_running(
+        &self,
+        agent: &AgentClient,
+        task: &str,
+        (min_ms, max_ms): (u64, u64),
+        after_start: &Processes,
+    ) -> anyhow::Result<()> {
+        if min_ms == 0 && after_start.processes.iter().all(|p| p.state == ProcessState::Running) {
+            return Ok(());
+        }
         self.reporter.step(task, "waiting for processes");
         let started = Instant::now();
         let min = Duration::from_millis(min_ms.min(max_ms));

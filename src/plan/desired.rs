@@ -72,6 +72,13 @@ impl DesiredGroup {
             .iter()
             .filter(|p| self.jobs.iter().any(|j| j.release == p.release && j.spec.packages.contains(&p.name)))
     }
+
+    /// Whether any of its jobs renders `bin/<script>` (pre-start, post-start, post-deploy, …):
+    /// a job's scripts are templates, so a group whose specs name none has nothing to run.
+    pub fn has_script(&self, script: &str) -> bool {
+        let path = format!("bin/{script}");
+        self.jobs.iter().any(|j| j.spec.templates.values().any(|dest| dest.trim_start_matches("./") == path))
+    }
 }
 
 /// A persistent disk.

@@ -6,8 +6,9 @@
 //! into [`AgentCallError::Refused`], so callers can tell the agent's refusal from a broken
 //! connection or a missing binary). Blobs move as raw bytes and are checked against their
 //! digest on both sides. Two policies live here: [`AgentClient::upload_blobs`] sends only the
-//! blobs the VM lacks (`has_blobs` first), and [`ensure_agent`] installs this director's own
-//! binary at `<root>/bosh/bin/rosh` on VMs run by OpenSSH when its digest differs.
+//! blobs the VM lacks (`has_blobs` first), and [`ensure_agent`] installs the director's agent
+//! binary ([`AgentBinary::for_machines`]) at `<root>/bosh/bin/rosh-agent` on VMs run by OpenSSH
+//! when its digest differs.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -240,6 +241,7 @@ impl AgentClient {
     }
 
     async fn put_file(&self, sha256: &str, path: &Path) -> Result<u64, AgentCallError> {
+        let _turn = bulk_transfer_turn().await;
         let io = |source| AgentCallError::Io { path: path.to_path_buf(), source };
         let file = tokio::fs::File::open(path).await.map_err(io)?;
         let size = file.metadata().await.map_err(io)?.len();
@@ -365,6 +367,19 @@ impl<W: AsyncWrite + Unpin + ?Sized> AsyncWrite for Tap<'_, W> {
     }
 }
 
+/// Waits for a turn to stream a file to a VM. Files to all VMs of a run share a few turns (four
+/// per core): more at once would not move bytes faster, but every stream in flight holds up to
+/// an SSH window (2 MB under OpenSSH) of encrypted data in this process, and at 50 VMs at once
+/// that is most of the director's memory.
+async fn bulk_transfer_turn() -> tokio::sync::SemaphorePermit<'static> {
+    static TURNS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    let turns = TURNS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new(4 * cores)
+    });
+    turns.acquire().await.expect("the semaphore is never closed")
+}
+
 /// The binary installed as the agent on OpenSSH machines, with its digest.
 #[derive(Debug, Clone)]
 pub struct AgentBinary {
@@ -392,18 +407,32 @@ impl AgentBinary {
         Ok(AgentBinary { path: path.to_path_buf(), sha256: hex(hasher.finish().as_ref()), size })
     }
 
-    /// The running director's own binary, hashed once per process.
-    pub fn current() -> Result<&'static AgentBinary, AgentCallError> {
-        static CURRENT: OnceLock<Result<AgentBinary, String>> = OnceLock::new();
-        let found = CURRENT.get_or_init(|| {
-            let exe = std::env::current_exe().map_err(|e| format!("finding the running binary: {e}"))?;
-            AgentBinary::at(&exe).map_err(|e| e.to_string())
+    /// The binary this director installs on OpenSSH machines, found once per process and hashed:
+    /// `$ROSH_AGENT_BINARY` when set, else the `rosh-agent` built beside the running binary (or
+    /// one directory up, where test harnesses run from `deps/`), else the running binary itself,
+    /// which acts as the agent when installed under that name.
+    pub fn for_machines() -> Result<&'static AgentBinary, AgentCallError> {
+        static FOUND: OnceLock<Result<AgentBinary, String>> = OnceLock::new();
+        let found = FOUND.get_or_init(|| {
+            let path = match std::env::var_os("ROSH_AGENT_BINARY") {
+                Some(path) => PathBuf::from(path),
+                None => {
+                    let exe = std::env::current_exe().map_err(|e| format!("finding the running binary: {e}"))?;
+                    let beside = exe.parent().map(|dir| dir.join(STANDALONE_AGENT));
+                    let above = exe.parent().and_then(Path::parent).map(|dir| dir.join(STANDALONE_AGENT));
+                    [beside, above].into_iter().flatten().find(|p| p.is_file()).unwrap_or(exe)
+                }
+            };
+            AgentBinary::at(&path).map_err(|e| e.to_string())
         });
         found
             .as_ref()
             .map_err(|message| AgentCallError::Install { addr: "this machine".into(), message: message.clone() })
     }
 }
+
+/// The agent's file name on OpenSSH machines: `<root>/bosh/bin/rosh-agent`.
+pub const STANDALONE_AGENT: &str = "rosh-agent";
 
 /// An agent ready for verbs, and whether its binary had to be (re)installed.
 #[derive(Debug, Clone)]
@@ -412,16 +441,17 @@ pub struct EnsuredAgent {
     pub installed: bool,
 }
 
-/// Makes sure the VM runs this director's agent (the running binary) and returns its client.
+/// Makes sure the VM runs this director's agent ([`AgentBinary::for_machines`]) and returns its
+/// client.
 pub async fn ensure_agent(conn: &Connection, endpoint: &SshEndpoint) -> Result<EnsuredAgent, AgentCallError> {
     if !endpoint.install_agent {
         return Ok(EnsuredAgent { client: AgentClient::for_endpoint(conn.clone(), endpoint), installed: false });
     }
-    ensure_agent_binary(conn, endpoint, AgentBinary::current()?).await
+    ensure_agent_binary(conn, endpoint, AgentBinary::for_machines()?).await
 }
 
 /// [`ensure_agent`] with the binary to install given: when `endpoint.install_agent`, the
-/// machine's `<root>/bosh/bin/rosh` is replaced by `binary` unless `<root>/bosh/bin/rosh.sha256`
+/// machine's `<root>/bosh/bin/rosh-agent` is replaced by `binary` unless `<root>/bosh/bin/rosh-agent.sha256`
 /// already names its digest. The agent is then run with `endpoint.agent_command`.
 pub async fn ensure_agent_binary(
     conn: &Connection,
@@ -434,8 +464,8 @@ pub async fn ensure_agent_binary(
     }
     let install_failed = |message: String| AgentCallError::Install { addr: conn.addr().to_string(), message };
     let bin_dir = format!("{}/bosh/bin", endpoint.root.trim_end_matches('/'));
-    let target = shell_quote(&format!("{bin_dir}/rosh"));
-    let digest_file = shell_quote(&format!("{bin_dir}/rosh.sha256"));
+    let target = shell_quote(&format!("{bin_dir}/{STANDALONE_AGENT}"));
+    let digest_file = shell_quote(&format!("{bin_dir}/{STANDALONE_AGENT}.sha256"));
 
     let check = format!("test -x {target} && cat {digest_file} 2>/dev/null; true");
     let out = conn.exec(&check, tokio::io::empty()).await?;
@@ -463,6 +493,7 @@ pub async fn ensure_agent_binary(
         dir = shell_quote(&bin_dir),
     );
     let io = |source| AgentCallError::Io { path: binary.path.clone(), source };
+    let _turn = bulk_transfer_turn().await;
     let file = tokio::fs::File::open(&binary.path).await.map_err(io)?;
     let out = conn.exec(&script, file).await?;
     if !out.status.success() {

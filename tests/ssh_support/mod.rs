@@ -18,6 +18,8 @@ pub const SSHD: &str = "/usr/sbin/sshd";
 
 pub struct Sshd {
     child: Option<Child>,
+    /// The loopback address it listens on (127.0.0.1 unless [`Sshd::start_at`]).
+    pub address: String,
     pub port: u16,
     pub dir: tempfile::TempDir,
     /// `ssh-ed25519 AAAA…` of the server's host key.
@@ -59,8 +61,19 @@ impl Sshd {
         sshd.launch()
     }
 
+    /// An sshd on another loopback address (`127.x.y.z`), on a port free there: machines with
+    /// addresses of their own.
+    pub fn start_at(address: &str) -> Sshd {
+        let port = TcpListener::bind((address, 0)).unwrap().local_addr().unwrap().port();
+        Sshd::prepare_at(address, port).launch()
+    }
+
     /// Everything but the process: for tests that start it late (a booting VM).
     pub fn prepare(port: u16) -> Sshd {
+        Sshd::prepare_at("127.0.0.1", port)
+    }
+
+    fn prepare_at(address: &str, port: u16) -> Sshd {
         assert!(Path::new(SSHD).exists(), "{SSHD} is missing: install Debian's openssh-server (.ci/run does)");
         // The privilege-separation directory sshd insists on; the package's service makes it.
         let _ = fs::create_dir_all("/run/sshd");
@@ -74,7 +87,7 @@ impl Sshd {
             dir.path().join("sshd_config"),
             format!(
                 "Port {port}\n\
-                 ListenAddress 127.0.0.1\n\
+                 ListenAddress {address}\n\
                  HostKey {d}/host_ed25519\n\
                  PidFile {d}/sshd.pid\n\
                  AuthorizedKeysFile {d}/authorized_keys\n\
@@ -89,7 +102,7 @@ impl Sshd {
             ),
         )
         .unwrap();
-        Sshd { child: None, port, dir, host_public_key, client_key, user: current_user() }
+        Sshd { child: None, address: address.to_string(), port, dir, host_public_key, client_key, user: current_user() }
     }
 
     /// Starts the prepared sshd and waits until it answers with its banner.
@@ -108,7 +121,7 @@ impl Sshd {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", self.port)) {
+            if let Ok(mut tcp) = TcpStream::connect((self.address.as_str(), self.port)) {
                 tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
                 let mut banner = [0u8; 4];
                 if tcp.read_exact(&mut banner).is_ok() && &banner == b"SSH-" {
@@ -145,7 +158,7 @@ impl Sshd {
     /// The endpoint of this sshd, with no agent behind it.
     pub fn endpoint(&self) -> SshEndpoint {
         SshEndpoint {
-            host: "127.0.0.1".into(),
+            host: self.address.clone(),
             port: self.port,
             user: self.user.clone(),
             host_public_key: self.host_public_key.clone(),

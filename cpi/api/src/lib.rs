@@ -235,7 +235,7 @@ pub struct SshEndpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key_path: Option<String>,
     /// The command prefix that runs the agent there: `rosh-agent` on a local VM (its SSH server
-    /// is the agent), `<root>/bosh/bin/rosh agent --root <root>` under OpenSSH.
+    /// is the agent), `<root>/bosh/bin/rosh-agent --root <root>` under OpenSSH.
     pub agent_command: String,
     /// The VM's root (`/var/vcap` on static and cloud VMs, the VM directory on the local CPI).
     pub root: String,

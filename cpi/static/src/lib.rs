@@ -8,7 +8,7 @@
 //! processes cannot claim the same machine). A VM's cid is its machine's name.
 //!
 //! It deliberately knows no SSH: `create_vm` answers the [`SshEndpoint`] (address, pinned host
-//! key, login key, `<root>/bosh/bin/rosh agent --root <root>` with `install_agent`) and the
+//! key, login key, `<root>/bosh/bin/rosh-agent --root <root>` with `install_agent`) and the
 //! director does the rest; before a machine returns to the pool, `delete_vm` has an injected
 //! [`Wiper`] (the rosh crate's, through the agent's `wipe` verb) remove the job state. `has_vm`
 //! is a reachability check: claimed, and something answers with an SSH banner.
@@ -112,8 +112,8 @@ impl Machine {
             host_public_key: self.host_key.clone(),
             private_key_path: self.private_key.clone(),
             agent_command: format!(
-                "{} agent --root {}",
-                shell_quote(&format!("{}/bosh/bin/rosh", root.trim_end_matches('/'))),
+                "{} --root {}",
+                shell_quote(&format!("{}/bosh/bin/rosh-agent", root.trim_end_matches('/'))),
                 shell_quote(root)
             ),
             root: root.to_string(),
@@ -566,7 +566,7 @@ mod tests {
         assert_eq!(a.vm_cid, Cid::from("m1"));
         let ssh = a.ssh.unwrap();
         assert_eq!((ssh.host.as_str(), ssh.port, ssh.user.as_str()), ("10.0.0.1", 22, "root"));
-        assert_eq!(ssh.agent_command, "/var/vcap/bosh/bin/rosh agent --root /var/vcap");
+        assert_eq!(ssh.agent_command, "/var/vcap/bosh/bin/rosh-agent --root /var/vcap");
         assert_eq!(ssh.host_public_key, KEY);
         assert!(ssh.install_agent);
         assert_eq!(a.networks["default"].ip.as_deref(), Some("10.0.0.1"));
@@ -747,7 +747,7 @@ mod tests {
         .unwrap();
         let ssh = config.machines[0].endpoint();
         assert_eq!(ssh.root, "/srv/my vm");
-        assert_eq!(ssh.agent_command, "'/srv/my vm/bosh/bin/rosh' agent --root '/srv/my vm'");
+        assert_eq!(ssh.agent_command, "'/srv/my vm/bosh/bin/rosh-agent' --root '/srv/my vm'");
         assert_eq!(ssh.private_key_path.as_deref(), Some("/keys/m"));
         assert_eq!(ssh.host_public_key, KEY);
         assert_eq!(ssh.user, "vcap");
