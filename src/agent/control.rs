@@ -31,6 +31,10 @@ pub enum Request {
     Start {
         #[serde(default)]
         jobs: Vec<String>,
+        /// How long a process must have run to be answered as running (see
+        /// [`crate::agent::protocol::JobSelection::settle_ms`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settle_ms: Option<u64>,
     },
     /// Stop these jobs' processes (every running job when empty) and mark them not desired;
     /// answers once they are gone.
@@ -183,7 +187,7 @@ mod tests {
 
     #[test]
     fn requests_are_tagged_by_op() {
-        let text = serde_json::to_string(&Request::Start { jobs: vec!["web".into()] }).unwrap();
+        let text = serde_json::to_string(&Request::Start { jobs: vec!["web".into()], settle_ms: None }).unwrap();
         assert_eq!(text, r#"{"op":"start","jobs":["web"]}"#);
         assert_eq!(serde_json::from_str::<Request>(r#"{"op":"status"}"#).unwrap(), Request::Status);
         assert_eq!(serde_json::from_str::<Request>(r#"{"op":"stop"}"#).unwrap(), Request::Stop { jobs: vec![] });

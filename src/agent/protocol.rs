@@ -172,6 +172,12 @@ pub struct AppliedPackage {
 pub struct JobSelection {
     #[serde(default)]
     pub jobs: Vec<String>,
+    /// `start` only: how long each process must have run before `start` answers it as running
+    /// (milliseconds; the supervisor's own rule, 1 s, when absent). The director passes the
+    /// watch time's minimum, so an operator's `0-…` is answered as soon as the processes have
+    /// survived their first moments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_ms: Option<u64>,
 }
 
 /// `start` / `stop` answer: the processes as they are when the verb returns.

@@ -40,6 +40,10 @@ use super::{Context, Error, Result};
 
 /// How long a process must have run to count as `running` rather than `starting`/`failing`.
 pub const STABLE_AFTER: Duration = Duration::from_secs(1);
+/// The shortest run `start` accepts as running when asked for less (see
+/// [`crate::agent::protocol::JobSelection::settle_ms`]): a process that dies at once (a bad
+/// config, a missing library) is caught even under a watch time of `0-…`.
+pub const MIN_SETTLE: Duration = Duration::from_millis(250);
 /// How long `start` waits for each process to be running or failing.
 pub const START_WAIT: Duration = Duration::from_secs(5);
 const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
@@ -93,13 +97,14 @@ enum Phase {
 }
 
 impl Status {
-    fn report(&self) -> ProcessStatus {
+    /// The status, a process counting as running once it has run for `settle`.
+    fn report(&self, settle: Duration) -> ProcessStatus {
         let (state, pid, uptime) = match self.phase {
             Phase::Launching if self.restarts == 0 => (ProcessState::Starting, None, None),
             Phase::Launching | Phase::Backoff => (ProcessState::Failing, None, None),
             Phase::Up { pid, since } => {
                 let up = since.elapsed();
-                let state = if up >= STABLE_AFTER {
+                let state = if up >= settle {
                     ProcessState::Running
                 } else if self.restarts == 0 {
                     ProcessState::Starting
@@ -163,7 +168,11 @@ impl Supervisor {
 
     async fn handle(&self, request: Request) -> Response {
         let result = match request {
-            Request::Start { jobs } => self.start_jobs(jobs).await,
+            Request::Start { jobs, settle_ms } => {
+                let settle =
+                    settle_ms.map_or(STABLE_AFTER, |ms| Duration::from_millis(ms).clamp(MIN_SETTLE, STABLE_AFTER));
+                self.start_jobs(jobs, settle).await
+            }
             Request::Stop { jobs } => self.stop_jobs(jobs).await,
             Request::Status => Ok(self.statuses(None).await),
             Request::Shutdown => Ok(self.stop_all().await),
@@ -174,7 +183,9 @@ impl Supervisor {
         }
     }
 
-    async fn start_jobs(&self, jobs: Vec<String>) -> Result<Vec<ProcessStatus>> {
+    /// Starts `jobs` and answers once every process has run for `settle` (reported running) or
+    /// is failing, or after [`START_WAIT`].
+    async fn start_jobs(&self, jobs: Vec<String>, settle: Duration) -> Result<Vec<ProcessStatus>> {
         let jobs = if jobs.is_empty() { list_names(&self.root.jobs_dir())? } else { jobs };
         for job in &jobs {
             super::root::check_name("job", job)?;
@@ -193,7 +204,7 @@ impl Supervisor {
         let selected: BTreeSet<&str> = jobs.iter().map(String::as_str).collect();
         let deadline = Instant::now() + START_WAIT;
         loop {
-            let statuses = self.statuses(Some(&selected)).await;
+            let statuses = self.statuses_settled(Some(&selected), settle).await;
             let settled = statuses.iter().all(|s| matches!(s.state, ProcessState::Running | ProcessState::Failing));
             if settled || Instant::now() >= deadline {
                 return Ok(statuses);
@@ -257,10 +268,15 @@ impl Supervisor {
     }
 
     async fn statuses(&self, only: Option<&BTreeSet<&str>>) -> Vec<ProcessStatus> {
+        self.statuses_settled(only, STABLE_AFTER).await
+    }
+
+    /// [`Self::statuses`], a process counting as running once it has run for `settle`.
+    async fn statuses_settled(&self, only: Option<&BTreeSet<&str>>, settle: Duration) -> Vec<ProcessStatus> {
         let map = self.jobs.lock().await;
         map.iter()
             .filter(|(job, _)| only.is_none_or(|only| only.contains(job.as_str())))
-            .flat_map(|(_, run)| run.keepers.iter().map(|k| k.status.lock().expect("status lock").report()))
+            .flat_map(|(_, run)| run.keepers.iter().map(|k| k.status.lock().expect("status lock").report(settle)))
             .collect()
     }
 
@@ -319,7 +335,7 @@ async fn stop_keepers(keepers: Vec<Keeper>) -> Vec<ProcessStatus> {
     let mut statuses = Vec::new();
     for keeper in keepers {
         let _ = keeper.task.await;
-        statuses.push(keeper.status.lock().expect("status lock").report());
+        statuses.push(keeper.status.lock().expect("status lock").report(STABLE_AFTER));
     }
     statuses
 }

@@ -273,8 +273,9 @@ fn apply(root: &Root, spec: ApplySpec) -> Result<Applied> {
 fn start(root: &Root, selection: JobSelection) -> Result<Processes> {
     let jobs = selected_jobs(root, &selection.jobs)?;
     control::ensure_supervisor(root)?;
-    let processes = control::call(root, &Request::Start { jobs }, START_TIMEOUT)?
-        .ok_or_else(|| Error::new("the supervisor stopped answering"))?;
+    let request = Request::Start { jobs, settle_ms: selection.settle_ms };
+    let processes =
+        control::call(root, &request, START_TIMEOUT)?.ok_or_else(|| Error::new("the supervisor stopped answering"))?;
     Ok(Processes { processes })
 }
 

@@ -455,8 +455,8 @@ impl<'a> Deployer<'a> {
                 self.reporter.step(task, "connecting");
                 let agent = self.reach.agent(&endpoint).await?;
                 self.reporter.step(task, "starting");
-                let started = agent.start(&JobSelection::default()).await?;
                 let watch = if canary { w.group.update.canary_watch_time } else { w.group.update.update_watch_time };
+                let started = agent.start(&settling_for(watch)).await?;
                 self.wait_running(&agent, task, watch, &started).await?;
                 self.state.set_instance_state(name, uuid, InstanceState::Started)?;
                 return Ok(());
@@ -569,9 +569,9 @@ impl<'a> Deployer<'a> {
         self.push_and_apply(&agent, task, name, w.group, &spec).await?;
         self.run_group_script(&agent, task, w.group, "pre-start").await?;
         self.reporter.step(task, "starting");
-        let started = agent.start(&JobSelection::default()).await?;
         // A canary is watched for canary_watch_time (as BOSH does), the others for update_watch_time.
         let watch = if canary { w.group.update.canary_watch_time } else { w.group.update.update_watch_time };
+        let started = agent.start(&settling_for(watch)).await?;
         self.wait_running(&agent, task, watch, &started).await?;
         self.run_group_script(&agent, task, w.group, "post-start").await?;
         self.state.set_instance_applied(
@@ -850,6 +850,12 @@ impl<'a> Deployer<'a> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// `start` of every job, answered once each process has run for the watch time's minimum (the
+/// agent holds that between 250 ms and 1 s; a longer minimum is waited by [`Deployer::wait_running`]).
+fn settling_for((min_ms, _): (u64, u64)) -> JobSelection {
+    JobSelection { jobs: Vec::new(), settle_ms: Some(min_ms) }
 }
 
 /// The record of an instance that has no VM yet.
