@@ -121,6 +121,13 @@ impl Bench {
         rosh(args, &self.work, &self.state)
     }
 
+    /// What a `--json` listing of rosh printed.
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_rosh")).args(args).env("ROSH_STATE_DIR", &self.state).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// Deploys `manifest` twice (cold, then unchanged) and prints the line for `n`.
     fn cold_and_noop(&self, n: usize, manifest: &str) {
         write(&self.work.join("bench.yml"), manifest);
@@ -279,12 +286,7 @@ fn main() {
     b.rosh(&["upload-release", "bench.tgz"]);
     b.rosh(&["update-cloud-config", "cloud.yml"]);
     let stemcell = {
-        let out = Command::new(env!("CARGO_BIN_EXE_rosh"))
-            .args(["stemcells", "--json"])
-            .env("ROSH_STATE_DIR", &b.state)
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = b.json(&["stemcells", "--json"]);
         (v[0]["operating_system"].as_str().unwrap().to_string(), v[0]["version"].as_str().unwrap().to_string())
     };
     b.os = stemcell.0.clone();
@@ -293,15 +295,7 @@ fn main() {
         "deploy of N machines: 20 MB compiled package, peers config, a long-running process ({} cores)",
         std::thread::available_parallelism().map_or(1, |p| p.get())
     );
-    let release = {
-        let out = Command::new(env!("CARGO_BIN_EXE_rosh"))
-            .args(["releases", "--json"])
-            .env("ROSH_STATE_DIR", &b.state)
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        format!("bench/{}", v[0]["version"].as_str().unwrap())
-    };
+    let release = format!("bench/{}", b.json(&["releases", "--json"])[0]["version"].as_str().unwrap());
     let (compile, _) =
         b.rosh(&["export-release", &release, &format!("{}/{}", stemcell.0, stemcell.1), "--tarball", "compiled.tgz"]);
     println!("compiling the package once (export-release, not counted below): {:.2} s", compile.as_secs_f64());
