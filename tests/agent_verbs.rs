@@ -341,6 +341,44 @@ fn mount_disk_refuses_a_store_holding_another_disk() {
 }
 
 #[test]
+fn migrate_disk_copies_store_onto_the_hinted_disk_and_refuses_any_other_disk() {
+    use std::os::unix::fs::PermissionsExt;
+    let vm = Vm::new();
+    let store = vm.root().join("store");
+    fs::create_dir_all(store.join("db/wal")).unwrap();
+    fs::write(store.join(".rosh-disk-id"), "disk-old\n").unwrap();
+    fs::write(store.join("db/wal/0001"), vec![7u8; 5000]).unwrap();
+    fs::write(store.join("db/secret"), "s3cret").unwrap();
+    fs::set_permissions(store.join("db/secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("wal/0001", store.join("db/current")).unwrap();
+    let target = vm.root().join("store_migration_target");
+    fs::create_dir_all(&target).unwrap();
+    fs::write(target.join(".rosh-disk-id"), "disk-new\n").unwrap();
+
+    // Only from the disk at store/, only onto the disk the hint names.
+    let hint = json!({ "path": "store_migration_target" });
+    let err = vm.err("migrate_disk", &json!({ "from": "disk-x", "to": "disk-new", "hint": hint }));
+    assert!(err.message.contains("does not hold disk `disk-x`"), "{}", err.message);
+    let err = vm.err("migrate_disk", &json!({ "from": "disk-old", "to": "disk-y", "hint": hint }));
+    assert!(err.message.contains("disk `disk-y` is not attached"), "{}", err.message);
+    fs::write(target.join("stray"), "x").unwrap();
+    let err = vm.err("migrate_disk", &json!({ "from": "disk-old", "to": "disk-new", "hint": hint }));
+    assert!(err.message.contains("not empty (it holds stray)"), "{}", err.message);
+    fs::remove_file(target.join("stray")).unwrap();
+
+    let migrated: serde_json::Value =
+        vm.ok("migrate_disk", &json!({ "from": "disk-old", "to": "disk-new", "hint": hint }));
+    assert_eq!((migrated["files"].as_u64(), migrated["bytes"].as_u64()), (Some(2), Some(5006)), "{migrated}");
+    assert_eq!(fs::read(target.join("db/wal/0001")).unwrap(), vec![7u8; 5000]);
+    let mode = fs::metadata(target.join("db/secret")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "modes are kept");
+    assert_eq!(fs::read_link(target.join("db/current")).unwrap(), std::path::Path::new("wal/0001"));
+    assert_eq!(fs::read_to_string(target.join(".rosh-disk-id")).unwrap(), "disk-new\n", "the copy keeps its own name");
+    assert_eq!(fs::read_to_string(store.join(".rosh-disk-id")).unwrap(), "disk-old\n", "the source is untouched");
+    assert!(store.join("db/wal/0001").is_file());
+}
+
+#[test]
 fn wipe_stops_everything_and_empties_the_root() {
     let vm = Vm::new();
     let job = vm.put(&bpm_job("w", "while :; do sleep 0.1; done"));

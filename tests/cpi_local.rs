@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -312,6 +313,49 @@ fn a_persistent_disk_keeps_its_data_when_its_vm_is_deleted_and_moves_to_a_new_vm
     d.ok("detach_disk", json!([vm2, disk]));
     d.ok("delete_disk", json!([disk]));
     assert_eq!(d.ok("has_disk", json!([disk])), json!(false));
+}
+
+#[test]
+fn a_second_disk_is_attached_beside_the_first_for_a_migration_and_a_third_is_refused() {
+    let mut d = Director::new();
+    let stemcell = d.stemcell();
+    let vm = d.create_vm(&stemcell, "127.77.5.2")[0].as_str().unwrap().to_string();
+    let root = d.state_dir().join("cpi/local/vms").join(&vm);
+    let disks = d.state_dir().join("cpi/local/disks");
+    let [a, b, c] = [0, 1, 2].map(|_| d.ok("create_disk", json!([1024, {}, vm])).as_str().unwrap().to_string());
+
+    assert_eq!(d.ok("attach_disk", json!([vm, a])), json!({"path": "store"}));
+    assert_eq!(d.ok("attach_disk", json!([vm, b])), json!({"path": "store_migration_target"}));
+    assert_eq!(
+        d.ok("attach_disk", json!([vm, b])),
+        json!({"path": "store_migration_target"}),
+        "attaching again answers the same place"
+    );
+    assert_eq!(fs::read_link(root.join("store")).unwrap(), disks.join(&a));
+    assert_eq!(fs::read_link(root.join("store_migration_target")).unwrap(), disks.join(&b));
+    assert_eq!(d.ok("get_disks", json!([vm])), json!([a, b]));
+    let third = d.call("attach_disk", json!([vm, c]));
+    assert!(third["error"]["message"].as_str().unwrap().contains("attaches at most 2"), "{third}");
+
+    // Detaching the first frees `store` and leaves the second where it is; the next attach
+    // takes `store` again.
+    d.ok("detach_disk", json!([vm, a]));
+    assert!(fs::symlink_metadata(root.join("store")).is_err());
+    assert_eq!(fs::read_link(root.join("store_migration_target")).unwrap(), disks.join(&b));
+    d.ok("detach_disk", json!([vm, b]));
+    assert_eq!(d.ok("attach_disk", json!([vm, b])), json!({"path": "store"}));
+    assert_eq!(fs::read_link(root.join("store")).unwrap(), disks.join(&b));
+    assert!(fs::symlink_metadata(root.join("store_migration_target")).is_err());
+    assert_eq!(d.ok("get_disks", json!([vm])), json!([b]));
+
+    // Deleting the VM releases both of its places and leaves every disk's files alone.
+    assert_eq!(d.ok("attach_disk", json!([vm, c])), json!({"path": "store_migration_target"}));
+    d.ok("delete_vm", json!([vm]));
+    d.vms.retain(|v| v != &vm);
+    for disk in [&a, &b, &c] {
+        assert!(disks.join(disk).join(".rosh-disk-id").is_file(), "{disk} kept");
+        d.ok("delete_disk", json!([disk]));
+    }
 }
 
 #[test]

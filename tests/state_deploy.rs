@@ -525,6 +525,35 @@ fn disks_round_trip_and_an_instance_has_one_active_disk() {
 }
 
 #[test]
+fn a_disk_migration_switches_the_active_disk_and_orphans_the_old_one_in_one_transaction() {
+    let (_dir, state) = open();
+    state.upsert_instance(&instance("cf", "db", 0, "u-db")).unwrap();
+    state.record_disk(&disk("disk-old", "cf", Some("u-db"), true)).unwrap();
+    // The migration's target is an orphan while the data is copied: a crash leaves it so.
+    state.record_disk(&disk("disk-new", "cf", None, false)).unwrap();
+    assert_eq!(state.instance_disk("cf", "u-db").unwrap().unwrap().cid, "disk-old");
+    assert_eq!(state.orphaned_disks().unwrap().iter().map(|d| d.cid.as_str()).collect::<Vec<_>>(), vec!["disk-new"]);
+
+    let before = state.serial().unwrap();
+    let events = event_count(&state);
+    let new = DiskRecord { size_mb: 20480, ..disk("disk-new", "cf", Some("u-db"), false) };
+    let serial = state.replace_disk("disk-old", &new).unwrap();
+    assert_eq!(serial, before + 2, "two facts: the new disk's update and the old one's orphaning");
+    assert_eq!(event_count(&state), events + 2);
+    let active = state.instance_disk("cf", "u-db").unwrap().unwrap();
+    assert_eq!((active.cid.as_str(), active.size_mb, active.orphaned_at.as_ref()), ("disk-new", 20480, None));
+    let orphans: Vec<String> = state.orphaned_disks().unwrap().into_iter().map(|d| d.cid).collect();
+    assert_eq!(orphans, vec!["disk-old"]);
+    assert_eq!(state.disks("cf").unwrap().len(), 1);
+
+    // A missing old disk fails the whole switch: nothing changes.
+    state.record_disk(&disk("disk-third", "cf", None, false)).unwrap();
+    let third = disk("disk-third", "cf", Some("u-db"), false);
+    assert!(matches!(state.replace_disk("disk-zz", &third).unwrap_err(), StateError::DiskNotFound(_)));
+    assert_eq!(state.instance_disk("cf", "u-db").unwrap().unwrap().cid, "disk-new");
+}
+
+#[test]
 fn compiled_packages_are_unique_per_key_and_recording_twice_changes_nothing() {
     let (_dir, state) = open();
     let golang = compiled("golang-1.22", "1.406", "golang compiled on 1.406");

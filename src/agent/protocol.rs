@@ -31,6 +31,7 @@ pub mod verb {
     pub const FETCH_LOGS: &str = "fetch_logs";
     pub const MOUNT_DISK: &str = "mount_disk";
     pub const UNMOUNT_DISK: &str = "unmount_disk";
+    pub const MIGRATE_DISK: &str = "migrate_disk";
     pub const WIPE: &str = "wipe";
     pub const VERSION: &str = "version";
 }
@@ -283,6 +284,27 @@ pub struct MountDisk {
     /// `attach_disk`'s hint from the CPI (a path for the local CPI).
     #[serde(default)]
     pub hint: serde_json::Value,
+}
+
+/// `migrate_disk` request: copy everything on the disk at `store/` (`from`) onto the disk
+/// `to`, attached beside it where `hint` says (the CPI's `attach_disk` answer). Jobs must be
+/// stopped; `store/` is left as it was, so the director then detaches `from` and mounts `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrateDisk {
+    pub from: String,
+    pub to: String,
+    #[serde(default)]
+    pub hint: serde_json::Value,
+}
+
+/// `migrate_disk` answer: what was copied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigratedDisk {
+    pub from: String,
+    pub to: String,
+    /// Regular files copied and their bytes.
+    pub files: u64,
+    pub bytes: u64,
 }
 
 /// `mount_disk` answer.

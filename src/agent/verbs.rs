@@ -23,8 +23,8 @@ use super::exec::{self, Script};
 use super::procdef;
 use super::protocol::{
     AGENT_VERSION, AgentError, AgentState, Applied, AppliedJob, AppliedPackage, ApplySpec, CompilePackage, Compiled,
-    Drain, Drained, FetchLogs, FetchedLogs, HasBlobs, JobSelection, JobState, MissingBlobs, MountDisk, Mounted,
-    ProcessState, ProcessStatus, Processes, RunScript, ScriptResult, ScriptResults, Version, verb,
+    Drain, Drained, FetchLogs, FetchedLogs, HasBlobs, JobSelection, JobState, MigrateDisk, MigratedDisk, MissingBlobs,
+    MountDisk, Mounted, ProcessState, ProcessStatus, Processes, RunScript, ScriptResult, ScriptResults, Version, verb,
 };
 use super::root::{AppliedRecord, Desired, Disks, Root, check_name, check_sha256, list_names, read_json, write_json};
 use super::supervisor::log;
@@ -97,6 +97,7 @@ fn dispatch(root: &Root, name: &str, args: &[String], input: &mut dyn Read, outp
         verb::FETCH_LOGS => answer(output, &fetch_logs(root, read_request(input)?)?),
         verb::MOUNT_DISK => answer(output, &mount_disk(root, read_request(input)?)?),
         verb::UNMOUNT_DISK => answer(output, &unmount_disk(root, read_request(input)?)?),
+        verb::MIGRATE_DISK => answer(output, &migrate_disk(root, read_request(input)?)?),
         verb::WIPE => answer(output, &wipe(root)?),
         verb::VERSION => answer(output, &Version { version: AGENT_VERSION.to_string() }),
         "" => Err(Error::new("no verb given")),
@@ -550,6 +551,71 @@ fn unmount_disk(root: &Root, request: MountDisk) -> Result<Mounted> {
     disks.disks.retain(|d| d != request.disk_id.trim());
     disks.save(root)?;
     Ok(Mounted { disk_id: request.disk_id.trim().to_string(), path: "store".to_string() })
+}
+
+/// Copies the persistent disk at `store/` onto the disk attached where the hint says, as
+/// `cp -a` does (modes, owners, times, links), then names the copy as disk `to` again (the copy
+/// brought `from`'s id file along) and flushes it to storage. Refused unless `store/` holds
+/// `from` and the hinted place holds `to`, so a copy never lands on the wrong disk; the target
+/// must hold nothing but its id file.
+fn migrate_disk(root: &Root, request: MigrateDisk) -> Result<MigratedDisk> {
+    let (from, to) = (request.from.trim(), request.to.trim());
+    let _lock = root.lock()?;
+    let store = root.store_dir();
+    if disk_id_in(&store).as_deref() != Some(from) {
+        return Err(Error(format!("store/ does not hold disk `{from}`: refusing to migrate from it")));
+    }
+    let target = hint_path(&request.hint)
+        .map(|path| root.path().join(path))
+        .filter(|path| disk_id_in(path).as_deref() == Some(to))
+        .ok_or_else(|| Error(format!("disk `{to}` is not attached where the hint says ({})", request.hint)))?;
+    let leftovers: Vec<String> = fs::read_dir(&target)
+        .ctx(|| format!("listing {}", target.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name != DISK_ID_FILE)
+        .collect();
+    if !leftovers.is_empty() {
+        return Err(Error(format!(
+            "disk `{to}` is not empty (it holds {}): refusing to copy onto it",
+            leftovers.join(", ")
+        )));
+    }
+    let copy =
+        std::process::Command::new("cp").arg("-a").arg(store.join(".")).arg(&target).output().ctx(|| "running cp")?;
+    if !copy.status.success() {
+        return Err(Error(format!(
+            "copying store/ onto disk `{to}` failed ({}): {}",
+            copy.status,
+            String::from_utf8_lossy(&copy.stderr).trim()
+        )));
+    }
+    let id_file = target.join(DISK_ID_FILE);
+    fs::write(&id_file, format!("{to}\n")).ctx(|| format!("writing {}", id_file.display()))?;
+    let (files, bytes) = tree_size(&target)?;
+    // syncfs(2) of the target's filesystem: the copy is on storage before the old disk goes.
+    let synced = std::process::Command::new("sync").arg("-f").arg(&target).status().ctx(|| "running sync")?;
+    if !synced.success() {
+        return Err(Error(format!("flushing disk `{to}` to storage failed ({synced})")));
+    }
+    Ok(MigratedDisk { from: from.to_string(), to: to.to_string(), files, bytes })
+}
+
+/// Regular files under `dir` (links not followed) and their total size; the id file left out.
+fn tree_size(dir: &Path) -> Result<(u64, u64)> {
+    let (mut files, mut bytes) = (0, 0);
+    for entry in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+        let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+        let kind = entry.file_type().ctx(|| format!("reading {}", entry.path().display()))?;
+        if kind.is_dir() {
+            let (f, b) = tree_size(&entry.path())?;
+            files += f;
+            bytes += b;
+        } else if kind.is_file() && entry.file_name() != DISK_ID_FILE {
+            files += 1;
+            bytes += entry.metadata().ctx(|| format!("reading {}", entry.path().display()))?.len();
+        }
+    }
+    Ok((files, bytes))
 }
 
 /// `sys/run` entries `wipe` keeps: those of a live `serve` process and the locks.

@@ -29,7 +29,8 @@ use rosh_cpi::{
 use serde_json::{Value, json};
 
 use crate::agent::protocol::{
-    ApplyJob, ApplyPackage, ApplySpec, JobSelection, JobState, MountDisk, ProcessState, Processes, RunScript,
+    ApplyJob, ApplyPackage, ApplySpec, JobSelection, JobState, MigrateDisk, MountDisk, ProcessState, Processes,
+    RunScript,
 };
 use crate::blobstore::LocalBlobstore;
 use crate::converge::report::Reporter;
@@ -210,12 +211,6 @@ impl<'a> Deployer<'a> {
                     .get(&instance.id)
                     .cloned()
                     .ok_or_else(|| anyhow!("{} was not planned", instance.name()))?;
-                if let Some(DiskChange::Migrate { .. }) = plan.disk {
-                    bail!(
-                        "{}: the persistent disk's type (cloud properties) changed; migrating data to a new disk type is not supported yet — keep the disk type, or move the data and recreate the disk",
-                        instance.name()
-                    );
-                }
                 work.push(Work {
                     group,
                     instance,
@@ -496,8 +491,10 @@ impl<'a> Deployer<'a> {
         };
 
         // A disk the group no longer has is detached and kept as an orphan; a disk of a new
-        // size is detached, resized by the CPI and attached again below.
+        // size is detached, resized by the CPI and attached again below (migrated, as a new
+        // disk type is, when the CPI cannot resize).
         let mut reattach = false;
+        let mut migrate = matches!(w.disk, Some(DiskChange::Migrate { .. }));
         if let Some(change @ (DiskChange::Orphan { .. } | DiskChange::Resize { .. })) = &w.disk
             && let Some(mut disk) = self.state.instance_disk(name, uuid)?
         {
@@ -514,11 +511,14 @@ impl<'a> Deployer<'a> {
             match change {
                 DiskChange::Resize { to_mb, .. } => {
                     self.reporter.step(task, &format!("resizing disk to {to_mb} MB"));
-                    cpi.resize_disk(ResizeDisk { disk_cid: Cid(disk.cid.clone()), new_size_mb: *to_mb })
-                        .await
-                        .with_context(|| format!("resizing disk {} (the CPI cannot resize: recreate the disk by removing and re-adding persistent_disk)", disk.cid))?;
-                    disk.size_mb = *to_mb;
-                    self.state.record_disk(&disk)?;
+                    match cpi.resize_disk(ResizeDisk { disk_cid: Cid(disk.cid.clone()), new_size_mb: *to_mb }).await {
+                        Ok(()) => {
+                            disk.size_mb = *to_mb;
+                            self.state.record_disk(&disk)?;
+                        }
+                        Err(e) if e.kind == rosh_cpi::ErrorKind::NotImplemented => migrate = true,
+                        Err(e) => return Err(e).with_context(|| format!("resizing disk {}", disk.cid)),
+                    }
                     reattach = !fresh_vm;
                 }
                 _ => {
@@ -562,6 +562,9 @@ impl<'a> Deployer<'a> {
                 self.reporter.step(task, "attaching disk");
                 let hint = cpi.attach_disk(DiskAttachment { vm_cid, disk_cid: Cid(disk.cid.clone()) }).await?;
                 agent.mount_disk(&MountDisk { disk_id: disk.cid.clone(), hint }).await?;
+            }
+            if migrate {
+                self.migrate_disk(name, uuid, task, (&cpi_name, cpi.as_ref()), &agent, &disk, disk_spec).await?;
             }
         }
 
@@ -618,6 +621,77 @@ impl<'a> Deployer<'a> {
                 jobs: spec.jobs.iter().map(|(n, sha)| ApplyJob { name: n.clone(), sha256: sha.clone() }).collect(),
             })
             .await?;
+        Ok(())
+    }
+
+    /// Moves an instance's data onto a new disk as the group now describes it, as BOSH does:
+    /// the new disk is made and attached beside the old one (jobs stopped), the agent copies
+    /// the data across, the old disk is detached and the new one mounted in its place; then
+    /// the state switches the instance to the new disk and orphans the old one in one
+    /// transaction. Until that switch the new disk is recorded as an orphan, so a run that
+    /// dies anywhere leaves the instance on its old disk, data intact, and the next deploy
+    /// migrates again.
+    #[allow(clippy::too_many_arguments)]
+    async fn migrate_disk(
+        &self,
+        deployment: &str,
+        uuid: &str,
+        task: &str,
+        (cpi_name, cpi): (&str, &dyn Cpi),
+        agent: &AgentClient,
+        old: &DiskRecord,
+        want: &crate::plan::desired::DiskSpec,
+    ) -> anyhow::Result<()> {
+        let vm_cid = self.vm_cid(deployment, uuid)?;
+        self.reporter.step(task, &format!("creating disk ({} MB) to migrate to", want.size_mb));
+        let cid = cpi
+            .create_disk(CreateDisk {
+                size_mb: want.size_mb,
+                cloud_properties: want.cloud_properties.clone(),
+                vm_locality: Some(vm_cid.clone()),
+            })
+            .await
+            .context("creating the disk to migrate to")?;
+        let mut new = DiskRecord {
+            cid: cid.0.clone(),
+            cpi: cpi_name.to_string(),
+            deployment: deployment.to_string(),
+            instance_uuid: None,
+            size_mb: want.size_mb,
+            cloud_properties_json: want.cloud_properties.to_string(),
+            active: false,
+            created_at: String::new(),
+            orphaned_at: None,
+        };
+        self.state.record_disk(&new)?;
+        let beside = cpi
+            .attach_disk(DiskAttachment { vm_cid: vm_cid.clone(), disk_cid: cid.clone() })
+            .await
+            .context("attaching the disk to migrate to")?;
+        self.reporter.step(task, &format!("copying data from disk {} to {}", old.cid, new.cid));
+        let copied = agent
+            .migrate_disk(&MigrateDisk { from: old.cid.clone(), to: new.cid.clone(), hint: beside })
+            .await
+            .with_context(|| format!("copying the data of disk {} to disk {}", old.cid, new.cid))?;
+        agent.unmount_disk(&MountDisk { disk_id: old.cid.clone(), hint: Value::Null }).await?;
+        for disk_cid in [Cid(old.cid.clone()), cid.clone()] {
+            match cpi.detach_disk(DiskAttachment { vm_cid: vm_cid.clone(), disk_cid }).await {
+                Ok(()) => {}
+                Err(e) if e.kind == rosh_cpi::ErrorKind::DiskNotAttached => {}
+                Err(e) => return Err(e).context("detaching a disk during its migration"),
+            }
+        }
+        let hint = cpi.attach_disk(DiskAttachment { vm_cid, disk_cid: cid }).await?;
+        agent.mount_disk(&MountDisk { disk_id: new.cid.clone(), hint }).await?;
+        new.instance_uuid = Some(uuid.to_string());
+        self.state.replace_disk(&old.cid, &new)?;
+        self.reporter.step(
+            task,
+            &format!(
+                "disk migrated: {} files, {} bytes on {}; {} orphaned",
+                copied.files, copied.bytes, new.cid, old.cid
+            ),
+        );
         Ok(())
     }
 
@@ -889,7 +963,7 @@ pub fn known_instances<'r>(
     let disks: BTreeMap<String, DiskRecord> = state
         .disks(deployment)?
         .into_iter()
-        .filter(|d| d.orphaned_at.is_none())
+        .filter(|d| d.orphaned_at.is_none() && d.active)
         .filter_map(|d| Some((d.instance_uuid.clone()?, d)))
         .collect();
     Ok(records

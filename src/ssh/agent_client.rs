@@ -29,8 +29,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::client::{Connection, ExitStatus, SshError, shell_quote};
 use crate::agent::protocol::{
     AgentError, AgentState, Applied, ApplySpec, CompilePackage, Compiled, Drain, Drained, FetchLogs, FetchedLogs,
-    HasBlobs, JobSelection, MissingBlobs, MountDisk, Mounted, Processes, RunScript, ScriptResults, Sha256, StoredBlob,
-    Version, verb,
+    HasBlobs, JobSelection, MigrateDisk, MigratedDisk, MissingBlobs, MountDisk, Mounted, Processes, RunScript,
+    ScriptResults, Sha256, StoredBlob, Version, verb,
 };
 
 /// Why an agent verb failed.
@@ -307,6 +307,11 @@ impl AgentClient {
 
     pub async fn unmount_disk(&self, req: &MountDisk) -> Result<Mounted, AgentCallError> {
         self.call(verb::UNMOUNT_DISK, req).await
+    }
+
+    /// Copies the data of the disk at `store/` onto a second attached disk (jobs stopped).
+    pub async fn migrate_disk(&self, req: &MigrateDisk) -> Result<MigratedDisk, AgentCallError> {
+        self.call(verb::MIGRATE_DISK, req).await
     }
 
     /// Stops every job and removes the VM's job state (what a static machine goes through

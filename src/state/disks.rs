@@ -43,78 +43,16 @@ impl State {
     /// name an instance of its deployment and is not orphaned; a disk without one is an orphan
     /// and never active. Returns the serial, which moves only if something differs.
     pub fn record_disk(&self, disk: &DiskRecord) -> Result<u64> {
-        let mut disk = disk.clone();
+        self.write(|tx| record_in(tx, disk.clone()))
+    }
+
+    /// A disk migration's switch, as one fact: `new` (its data copied from `old`) becomes its
+    /// instance's active disk and `old` an orphan, in one transaction — a crash leaves either
+    /// the old disk in use or the new one, never both or neither.
+    pub fn replace_disk(&self, old_cid: &str, new: &DiskRecord) -> Result<u64> {
         self.write(|tx| {
-            match &disk.instance_uuid {
-                Some(uuid) => {
-                    let known: Option<i64> = match find_deployment(tx, &disk.deployment)? {
-                        Some(id) => tx
-                            .query_row(
-                                "SELECT id FROM instances WHERE deployment_id = ?1 AND uuid = ?2",
-                                params![id, uuid],
-                                |r| r.get(0),
-                            )
-                            .optional()?,
-                        None => None,
-                    };
-                    if known.is_none() {
-                        return Err(StateError::InstanceNotFound {
-                            deployment: disk.deployment.clone(),
-                            uuid: uuid.clone(),
-                        });
-                    }
-                    disk.orphaned_at = None;
-                }
-                None => disk.active = false,
-            }
-            let old = by_cid(tx, &disk.cid)?;
-            if let Some(old) = &old {
-                if disk.created_at.is_empty() {
-                    disk.created_at = old.created_at.clone();
-                }
-                if disk.instance_uuid.is_none() && disk.orphaned_at.is_none() {
-                    disk.orphaned_at = old.orphaned_at.clone();
-                }
-                if *old == disk {
-                    return Ok(read_serial(tx)?);
-                }
-            }
-            let now = now(tx)?;
-            if disk.created_at.is_empty() {
-                disk.created_at = now.clone();
-            }
-            if disk.instance_uuid.is_none() && disk.orphaned_at.is_none() {
-                disk.orphaned_at = Some(now);
-            }
-            if disk.active {
-                tx.execute(
-                    "UPDATE disks SET active = 0 WHERE deployment = ?1 AND instance_uuid = ?2 AND disk_cid != ?3",
-                    params![disk.deployment, disk.instance_uuid, disk.cid],
-                )?;
-            }
-            tx.execute(
-                "INSERT INTO disks (disk_cid, cpi, deployment, instance_uuid, size_mb, cloud_properties_json, active,
-                                    created_at, orphaned_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (disk_cid) DO UPDATE SET cpi = ?2, deployment = ?3, instance_uuid = ?4, size_mb = ?5,
-                     cloud_properties_json = ?6, active = ?7, created_at = ?8, orphaned_at = ?9",
-                params![
-                    disk.cid,
-                    disk.cpi,
-                    disk.deployment,
-                    disk.instance_uuid,
-                    disk.size_mb as i64,
-                    disk.cloud_properties_json,
-                    disk.active,
-                    disk.created_at,
-                    disk.orphaned_at
-                ],
-            )?;
-            let mut event = event(if old.is_some() { "update" } else { "create" }, &disk);
-            if let Some(uuid) = &disk.instance_uuid {
-                event = event.context(format!("for instance {uuid}"));
-            }
-            record_fact(tx, &event)
+            record_in(tx, DiskRecord { active: true, ..new.clone() })?;
+            orphan_in(tx, old_cid)
         })
     }
 
@@ -140,21 +78,7 @@ impl State {
 
     /// Makes the disk an orphan: no instance, not active. Already an orphan: nothing changes.
     pub fn orphan_disk(&self, cid: &str) -> Result<u64> {
-        self.write(|tx| {
-            let disk = by_cid(tx, cid)?.ok_or_else(|| StateError::DiskNotFound(cid.to_string()))?;
-            if disk.orphaned_at.is_some() {
-                return Ok(read_serial(tx)?);
-            }
-            tx.execute(
-                &format!("UPDATE disks SET instance_uuid = NULL, active = 0, orphaned_at = {NOW} WHERE disk_cid = ?1"),
-                [cid],
-            )?;
-            let mut event = event("orphan", &disk);
-            if let Some(uuid) = &disk.instance_uuid {
-                event = event.context(format!("was instance {uuid}'s"));
-            }
-            record_fact(tx, &event)
-        })
+        self.write(|tx| orphan_in(tx, cid))
     }
 
     /// Every orphaned disk, oldest orphan first.
@@ -196,4 +120,92 @@ fn query(conn: &Connection, rest: &str, params: impl rusqlite::Params) -> Result
 
 fn by_cid(conn: &Connection, cid: &str) -> Result<Option<DiskRecord>> {
     Ok(conn.query_row(&format!("SELECT {COLUMNS} FROM disks WHERE disk_cid = ?1"), [cid], disk_row).optional()?)
+}
+
+/// [`State::record_disk`] inside a transaction.
+fn record_in(tx: &rusqlite::Transaction<'_>, mut disk: DiskRecord) -> Result<u64> {
+    match &disk.instance_uuid {
+        Some(uuid) => {
+            let known: Option<i64> = match find_deployment(tx, &disk.deployment)? {
+                Some(id) => tx
+                    .query_row(
+                        "SELECT id FROM instances WHERE deployment_id = ?1 AND uuid = ?2",
+                        params![id, uuid],
+                        |r| r.get(0),
+                    )
+                    .optional()?,
+                None => None,
+            };
+            if known.is_none() {
+                return Err(StateError::InstanceNotFound { deployment: disk.deployment.clone(), uuid: uuid.clone() });
+            }
+            disk.orphaned_at = None;
+        }
+        None => disk.active = false,
+    }
+    let old = by_cid(tx, &disk.cid)?;
+    if let Some(old) = &old {
+        if disk.created_at.is_empty() {
+            disk.created_at = old.created_at.clone();
+        }
+        if disk.instance_uuid.is_none() && disk.orphaned_at.is_none() {
+            disk.orphaned_at = old.orphaned_at.clone();
+        }
+        if *old == disk {
+            return Ok(read_serial(tx)?);
+        }
+    }
+    let now = now(tx)?;
+    if disk.created_at.is_empty() {
+        disk.created_at = now.clone();
+    }
+    if disk.instance_uuid.is_none() && disk.orphaned_at.is_none() {
+        disk.orphaned_at = Some(now);
+    }
+    if disk.active {
+        tx.execute(
+            "UPDATE disks SET active = 0 WHERE deployment = ?1 AND instance_uuid = ?2 AND disk_cid != ?3",
+            params![disk.deployment, disk.instance_uuid, disk.cid],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO disks (disk_cid, cpi, deployment, instance_uuid, size_mb, cloud_properties_json, active,
+                                created_at, orphaned_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (disk_cid) DO UPDATE SET cpi = ?2, deployment = ?3, instance_uuid = ?4, size_mb = ?5,
+                 cloud_properties_json = ?6, active = ?7, created_at = ?8, orphaned_at = ?9",
+        params![
+            disk.cid,
+            disk.cpi,
+            disk.deployment,
+            disk.instance_uuid,
+            disk.size_mb as i64,
+            disk.cloud_properties_json,
+            disk.active,
+            disk.created_at,
+            disk.orphaned_at
+        ],
+    )?;
+    let mut event = event(if old.is_some() { "update" } else { "create" }, &disk);
+    if let Some(uuid) = &disk.instance_uuid {
+        event = event.context(format!("for instance {uuid}"));
+    }
+    record_fact(tx, &event)
+}
+
+/// [`State::orphan_disk`] inside a transaction.
+fn orphan_in(tx: &rusqlite::Transaction<'_>, cid: &str) -> Result<u64> {
+    let disk = by_cid(tx, cid)?.ok_or_else(|| StateError::DiskNotFound(cid.to_string()))?;
+    if disk.orphaned_at.is_some() {
+        return Ok(read_serial(tx)?);
+    }
+    tx.execute(
+        &format!("UPDATE disks SET instance_uuid = NULL, active = 0, orphaned_at = {NOW} WHERE disk_cid = ?1"),
+        [cid],
+    )?;
+    let mut event = event("orphan", &disk);
+    if let Some(uuid) = &disk.instance_uuid {
+        event = event.context(format!("was instance {uuid}'s"));
+    }
+    record_fact(tx, &event)
 }

@@ -12,8 +12,10 @@
 //!   the director pins. `has_vm` is true while that process lives, so killing it is a VM crash and
 //!   deleting the directory is a lost VM.
 //! - `disks/<disk_cid>/` is a persistent disk (a directory holding `.rosh-disk-id`), with its
-//!   record in `disks/<disk_cid>.json`. Attaching links the VM's `store` to it; disks outlive
-//!   VMs. Sizes are recorded, not enforced: a directory has none.
+//!   record in `disks/<disk_cid>.json`. Attaching links the VM's `store` to it; a second disk
+//!   attached while `store` is taken (a disk migration's target) is linked at
+//!   `store_migration_target`, as BOSH mounts it. Disks outlive VMs. Sizes are recorded, not
+//!   enforced: a directory has none.
 //! - `stemcells/<cid>/` keeps an uploaded stemcell's image and cloud properties.
 //! - `snapshots/<cid>/` are copies of disks.
 //!
@@ -86,7 +88,7 @@ pub struct VmRecord {
     pub port: u16,
     pub networks: BTreeMap<String, NetworkSettings>,
     pub cloud_properties: Value,
-    /// Attached disks, in attachment order; the first is at `store`.
+    /// Attached disks, in attachment order; each is at one of [`DISK_SLOTS`].
     #[serde(default)]
     pub disks: Vec<Cid>,
     /// Tags set with `set_vm_metadata`.
@@ -531,8 +533,10 @@ impl LocalCpi {
                 }
             }
         }
-        // `store` is a link to the disk: remove it first so the disk's files are not touched.
-        let _ = fs::remove_file(root.join("store"));
+        // The slots are links to disks: remove them first so the disks' files are not touched.
+        for slot in DISK_SLOTS {
+            let _ = fs::remove_file(root.join(slot));
+        }
         fs::remove_dir_all(&root).map_err(|e| other("removing", &root, e))
     }
 
@@ -540,6 +544,8 @@ impl LocalCpi {
         let _guard = self.lock()?;
         let mut vm = self.existing_vm(&req.vm_cid)?;
         let mut disk = self.existing_disk(&req.disk_cid)?;
+        let disk_dir = self.disk_dir(&req.disk_cid)?;
+        let vm_dir = self.vm_dir(&req.vm_cid)?;
         match &disk.attached_to {
             // Attached to a VM that is gone (its directory removed behind the CPI's back): the
             // attachment is stale, and the disk is free to move.
@@ -547,26 +553,42 @@ impl LocalCpi {
                 return Err(CpiError::other(format!("disk {} is attached to VM {other_vm}", req.disk_cid)));
             }
             Some(other_vm) if other_vm != &req.vm_cid => {}
-            Some(_) => return Ok(serde_json::json!({"path": "store"})),
+            Some(_) => {
+                if let Some(slot) = DISK_SLOTS.iter().find(|slot| links_to(&vm_dir.join(slot), &disk_dir)) {
+                    return Ok(serde_json::json!({ "path": slot }));
+                }
+            }
             None => {}
         }
-        if let Some(first) = vm.disks.first() {
-            return Err(CpiError::other(format!(
-                "VM {} already has disk {first} attached at store; the local CPI attaches one persistent disk per VM",
-                req.vm_cid
-            )));
-        }
-        let link = self.vm_dir(&req.vm_cid)?.join("store");
+        // Each slot holds one disk; a slot whose link names a disk no longer attached is free.
+        let attached: Vec<PathBuf> =
+            vm.disks.iter().filter(|d| **d != req.disk_cid).map(|d| self.disk_dir(d)).collect::<Result<_, _>>()?;
+        let slot = DISK_SLOTS
+            .iter()
+            .find(|slot| !attached.iter().any(|d| links_to(&vm_dir.join(slot), d)))
+            .ok_or_else(|| {
+                CpiError::other(format!(
+                    "VM {} already has disks {} attached; the local CPI attaches at most {} (at {})",
+                    req.vm_cid,
+                    vm.disks.iter().map(|d| d.0.as_str()).collect::<Vec<_>>().join(", "),
+                    DISK_SLOTS.len(),
+                    DISK_SLOTS.join(" and ")
+                ))
+            })?;
+        let link = vm_dir.join(slot);
         if fs::symlink_metadata(&link).is_ok() {
-            // An empty store left from before the first attach (the agent may create one).
+            // A stale link, or an empty store left from before the first attach (the agent may
+            // create one).
             fs::remove_dir(&link).or_else(|_| fs::remove_file(&link)).map_err(|e| other("replacing", &link, e))?;
         }
-        std::os::unix::fs::symlink(self.disk_dir(&req.disk_cid)?, &link).map_err(|e| other("linking", &link, e))?;
-        vm.disks.push(req.disk_cid.clone());
+        std::os::unix::fs::symlink(&disk_dir, &link).map_err(|e| other("linking", &link, e))?;
+        if !vm.disks.contains(&req.disk_cid) {
+            vm.disks.push(req.disk_cid.clone());
+        }
         disk.attached_to = Some(req.vm_cid.clone());
         write_json(&self.disk_record_path(&req.disk_cid)?, &disk)?;
         self.save_vm(&vm)?;
-        Ok(serde_json::json!({"path": "store"}))
+        Ok(serde_json::json!({ "path": slot }))
     }
 
     fn detach_blocking(&self, req: DiskAttachment) -> Result<(), CpiError> {
@@ -579,8 +601,8 @@ impl LocalCpi {
                 format!("disk {} is not attached to VM {}", req.disk_cid, req.vm_cid),
             ));
         }
-        let link = self.vm_dir(&req.vm_cid)?.join("store");
-        if fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+        let (vm_dir, disk_dir) = (self.vm_dir(&req.vm_cid)?, self.disk_dir(&req.disk_cid)?);
+        for link in DISK_SLOTS.iter().map(|slot| vm_dir.join(slot)).filter(|link| links_to(link, &disk_dir)) {
             fs::remove_file(&link).map_err(|e| other("unlinking", &link, e))?;
         }
         vm.disks.retain(|d| d != &req.disk_cid);
@@ -588,6 +610,15 @@ impl LocalCpi {
         self.save_vm(&vm)?;
         write_json(&self.disk_record_path(&req.disk_cid)?, &disk)
     }
+}
+
+/// Where attached disks are linked in a VM's root, in the order they are taken: the persistent
+/// disk, then a migration's target beside it.
+const DISK_SLOTS: [&str; 2] = ["store", "store_migration_target"];
+
+/// Whether `link` is a symlink to `target`.
+fn links_to(link: &Path, target: &Path) -> bool {
+    fs::read_link(link).is_ok_and(|to| to == target)
 }
 
 /// Copies a directory tree (files, directories, symlinks as links).
