@@ -84,8 +84,9 @@ fn a_new_disk_size_resizes_in_place_and_a_new_disk_type_migrates_the_data_to_a_n
     assert_ne!(migrated.cid, first.cid, "a new disk");
     assert_eq!(migrated.size_mb, 4096);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&migrated.cloud_properties_json).unwrap()["tier"], "fast");
-    let orphans: Vec<String> = d.state().orphaned_disks().unwrap().into_iter().map(|o| o.cid).collect();
-    assert_eq!(orphans, [first.cid.clone()], "the old disk is kept as an orphan, and only it");
+    let orphans = d.state().orphaned_disks().unwrap();
+    let orphans: Vec<&str> = orphans.iter().map(|o| o.cid.as_str()).collect();
+    assert_eq!(orphans, vec![first.cid.as_str()], "the old disk is kept as an orphan, and only it");
     assert_eq!(d.state().disks("demo").unwrap().len(), 1, "the instance has one disk on record");
 
     // The VM's store is the new disk, and it holds what the old one held.
