@@ -75,12 +75,17 @@ impl Director {
 
     /// create_vm on `ip`; the v2 result `[cid, networks, {"ssh": …}]`.
     fn create_vm(&mut self, stemcell: &str, ip: &str) -> Value {
+        self.create_vm_as("agent-1", stemcell, ip)
+    }
+
+    /// [`Self::create_vm`] with agent id `agent`.
+    fn create_vm_as(&mut self, agent: &str, stemcell: &str, ip: &str) -> Value {
         let networks = json!({"default": {
             "type": "manual", "ip": ip, "netmask": "255.255.0.0", "gateway": "127.77.0.1",
             "default": ["dns", "gateway"], "cloud_properties": {}
         }});
         let env = json!({"bosh": {"authorized_keys": [self.public_key]}});
-        let result = self.ok("create_vm", json!(["agent-1", stemcell, {}, networks, [], env]));
+        let result = self.ok("create_vm", json!([agent, stemcell, {}, networks, [], env]));
         self.vms.push(result[0].as_str().unwrap().to_string());
         result
     }
@@ -356,6 +361,28 @@ fn a_second_disk_is_attached_beside_the_first_for_a_migration_and_a_third_is_ref
         assert!(disks.join(disk).join(".rosh-disk-id").is_file(), "{disk} kept");
         d.ok("delete_disk", json!([disk]));
     }
+}
+
+#[test]
+fn a_leftover_vm_of_the_same_agent_is_cleared_but_a_vm_being_replaced_is_not() {
+    let mut d = Director::new();
+    let stemcell = d.stemcell();
+    let cid = |v: Value| v[0].as_str().unwrap().to_string();
+    let has = |d: &Director, vm: &str| d.ok("has_vm", json!([vm])) == json!(true);
+    let old = cid(d.create_vm_as("inst", &stemcell, "127.77.6.2"));
+    // A new VM beside the old one (create-swap-delete) names the one it replaces: both live.
+    let beside = format!("inst/{old}");
+    let first_try = cid(d.create_vm_as(&beside, &stemcell, "127.77.6.3"));
+    assert!(has(&d, &old) && has(&d, &first_try));
+    // The same request again (a run that died before recording the answer): the leftover goes,
+    // the VM being replaced stays.
+    let second_try = cid(d.create_vm_as(&beside, &stemcell, "127.77.6.4"));
+    assert!(has(&d, &old) && has(&d, &second_try));
+    assert!(!has(&d, &first_try), "the leftover of the same request is deleted");
+    // A VM made for the instance itself clears every VM under its name.
+    let fresh = cid(d.create_vm_as("inst", &stemcell, "127.77.6.5"));
+    assert!(!has(&d, &old) && !has(&d, &second_try) && has(&d, &fresh));
+    assert_eq!(fs::read_dir(d.state_dir().join("cpi/local/vms")).unwrap().count(), 1, "one VM directory left");
 }
 
 #[test]

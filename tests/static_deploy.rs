@@ -14,40 +14,9 @@ mod ssh_support;
 use std::fs;
 use std::path::Path;
 
-use deploy_support::{Director, Manifest};
+use deploy_support::{Director, Manifest, rack_release as release};
 use sha2::{Digest, Sha256};
 use ssh_support::Sshd;
-
-fn write(path: &Path, text: &str) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, text).unwrap();
-}
-
-/// A release whose job lists its peers, runs one process, and has pre-start and post-deploy
-/// scripts that leave marks in the VM's root.
-fn release(dir: &Path) {
-    write(&dir.join("config/final.yml"), "final_name: rack\n");
-    write(&dir.join("packages/data/spec"), "name: data\nfiles: [data/**/*]\n");
-    write(&dir.join("packages/data/packaging"), "cp -a data/* \"$BOSH_INSTALL_TARGET/\"\n");
-    write(&dir.join("src/data/motd.txt"), "served from a static machine\n");
-    write(
-        &dir.join("jobs/peer/spec"),
-        "name: peer\ntemplates:\n  peers.hbs: config/peers.txt\n  bpm.yml.hbs: config/bpm.yml\n  \
-         pre-start.hbs: bin/pre-start\n  post-deploy.hbs: bin/post-deploy\npackages: [data]\n\
-         consumes:\n- {name: peers, type: peer}\nprovides:\n- {name: peers, type: peer}\nproperties: {}\n",
-    );
-    write(&dir.join("jobs/peer/monit"), "");
-    write(
-        &dir.join("jobs/peer/templates/peers.hbs"),
-        "{{#with (link \"peers\")}}{{#each instances}}{{address}}\n{{/each}}{{/with}}",
-    );
-    write(
-        &dir.join("jobs/peer/templates/bpm.yml.hbs"),
-        "processes:\n- name: peer\n  executable: /bin/sh\n  args: [-c, 'test -s {{spec.root}}/packages/data/motd.txt && exec sleep 100000']\n",
-    );
-    write(&dir.join("jobs/peer/templates/pre-start.hbs"), "#!/bin/sh\ndate > \"$ROSH_ROOT/pre-start.ran\"\n");
-    write(&dir.join("jobs/peer/templates/post-deploy.hbs"), "#!/bin/sh\ndate >> \"$ROSH_ROOT/post-deploy.ran\"\n");
-}
 
 fn sha256_file(path: &Path) -> String {
     Sha256::digest(fs::read(path).unwrap()).iter().map(|b| format!("{b:02x}")).collect()

@@ -9,8 +9,9 @@
 //! A keeper is one tokio task per process: launch (bpm: pre-start hook, then spawn; monit: start
 //! program, then wait for a live pid in the pidfile), wait for the exit or a stop, and after an
 //! exit restart with exponential backoff (0.5 s doubling to 30 s, back to 0.5 s once a run lasted
-//! 60 s). A process is `starting` until it has run for [`STABLE_AFTER`], `failing` while it keeps
-//! exiting (including the first second after a restart), `running` after. Stopping sends the
+//! 60 s). A process is `starting` until it has run for its settle time ([`STABLE_AFTER`], or
+//! the shorter one its `start` asked for, kept for every later report), `failing` while it
+//! keeps exiting (including that time after a restart), `running` after. Stopping sends the
 //! process group its shutdown signal (or runs monit's stop program), waits up to the shutdown
 //! timeout, then SIGKILLs the group. Children are spawned from runtime worker threads with
 //! PR_SET_PDEATHSIG, so they die with the supervisor even when it is SIGKILLed; daemons that a
@@ -85,6 +86,9 @@ struct Status {
     phase: Phase,
     restarts: u32,
     last_exit: Option<String>,
+    /// How long it must run to count as running: the settle time of the `start` that started
+    /// it, kept so later reports agree with what `start` answered.
+    settle: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,8 +101,9 @@ enum Phase {
 }
 
 impl Status {
-    /// The status, a process counting as running once it has run for `settle`.
-    fn report(&self, settle: Duration) -> ProcessStatus {
+    /// The status, a process counting as running once it has run for its settle time.
+    fn report(&self) -> ProcessStatus {
+        let settle = self.settle;
         let (state, pid, uptime) = match self.phase {
             Phase::Launching if self.restarts == 0 => (ProcessState::Starting, None, None),
             Phase::Launching | Phase::Backoff => (ProcessState::Failing, None, None),
@@ -202,9 +207,15 @@ impl Supervisor {
         self.launch_jobs(&jobs).await?;
         desired.save(&self.root)?;
         let selected: BTreeSet<&str> = jobs.iter().map(String::as_str).collect();
+        for run in self.jobs.lock().await.iter().filter(|(job, _)| selected.contains(job.as_str())).map(|(_, run)| run)
+        {
+            for keeper in &run.keepers {
+                keeper.status.lock().expect("status lock").settle = settle;
+            }
+        }
         let deadline = Instant::now() + START_WAIT;
         loop {
-            let statuses = self.statuses_settled(Some(&selected), settle).await;
+            let statuses = self.statuses(Some(&selected)).await;
             let settled = statuses.iter().all(|s| matches!(s.state, ProcessState::Running | ProcessState::Failing));
             if settled || Instant::now() >= deadline {
                 return Ok(statuses);
@@ -268,15 +279,10 @@ impl Supervisor {
     }
 
     async fn statuses(&self, only: Option<&BTreeSet<&str>>) -> Vec<ProcessStatus> {
-        self.statuses_settled(only, STABLE_AFTER).await
-    }
-
-    /// [`Self::statuses`], a process counting as running once it has run for `settle`.
-    async fn statuses_settled(&self, only: Option<&BTreeSet<&str>>, settle: Duration) -> Vec<ProcessStatus> {
         let map = self.jobs.lock().await;
         map.iter()
             .filter(|(job, _)| only.is_none_or(|only| only.contains(job.as_str())))
-            .flat_map(|(_, run)| run.keepers.iter().map(|k| k.status.lock().expect("status lock").report(settle)))
+            .flat_map(|(_, run)| run.keepers.iter().map(|k| k.status.lock().expect("status lock").report()))
             .collect()
     }
 
@@ -335,7 +341,7 @@ async fn stop_keepers(keepers: Vec<Keeper>) -> Vec<ProcessStatus> {
     let mut statuses = Vec::new();
     for keeper in keepers {
         let _ = keeper.task.await;
-        statuses.push(keeper.status.lock().expect("status lock").report(STABLE_AFTER));
+        statuses.push(keeper.status.lock().expect("status lock").report());
     }
     statuses
 }
@@ -347,6 +353,7 @@ fn spawn_keeper(root: &Root, def: ProcessDef) -> Keeper {
         phase: Phase::Launching,
         restarts: 0,
         last_exit: None,
+        settle: STABLE_AFTER,
     }));
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(keep(root.clone(), def, status.clone(), stop_rx));

@@ -355,14 +355,27 @@ pub fn delete_deployment(deployment: Option<String>, args: DeleteDeploymentArgs)
     let mut report = Deleted { deployment: name.clone(), ..Deleted::default() };
 
     let with_vm: Vec<&InstanceRecord> = records.iter().filter(|r| r.vm.is_some()).collect();
+    let orphaned_vms = state.orphaned_vms(Some(&name))?;
     let mut failures: Vec<String> = Vec::new();
-    if !with_vm.is_empty() {
+    if !with_vm.is_empty() || !orphaned_vms.is_empty() {
         let opened = director.cpis().and_then(|cpis| Ok((cpis, director.reach()?)));
         match opened {
             Ok((cpis, reach)) => {
                 let reach = Reach { boot_timeout: Duration::ZERO, step_timeout: Duration::from_secs(600), ..reach };
                 let options = DeployOptions::default();
                 let deployer = Deployer::new(state, &director.blobs, &cpis, reach, &Silent, options, BTreeMap::new());
+                // The old VMs of an unfinished create-swap-delete first: they may hold a disk.
+                match runtime()?.block_on(deployer.delete_orphaned_vms(&name)) {
+                    Ok(_) => {
+                        for orphan in &orphaned_vms {
+                            if !args.json {
+                                println!("{}: orphaned VM {} deleted", orphan.instance, orphan.vm.cid);
+                            }
+                            report.vms_deleted.push(orphan.vm.cid.clone());
+                        }
+                    }
+                    Err(e) => failures.push(format!("orphaned VMs: {e:#}")),
+                }
                 let teardowns = futures::stream::iter(with_vm.iter().map(|record| {
                     let deployer = &deployer;
                     let cpis = &cpis;

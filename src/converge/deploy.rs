@@ -40,7 +40,7 @@ use crate::plan::changes::{Action, InstanceSpec, Reason};
 use crate::plan::desired::{DesiredDeployment, DesiredGroup, DesiredInstance, GroupLifecycle};
 use crate::plan::reconcile::{DiskChange, Known, KnownDisk, Options as ReconcileOptions, Shape, reconcile};
 use crate::ssh::agent_client::AgentClient;
-use crate::state::{CompiledPackageRecord, DiskRecord, InstanceRecord, InstanceState, State, VmRef};
+use crate::state::{CompiledPackageRecord, DiskRecord, InstanceRecord, InstanceState, OrphanedVm, State, VmRef};
 
 /// The CPIs of a run, by name, and the one used where an AZ names none.
 #[derive(Clone)]
@@ -204,6 +204,8 @@ impl<'a> Deployer<'a> {
                 );
             }
         }
+        // VMs a create-swap-delete left behind go first: they may hold their instance's disk.
+        self.delete_orphaned_vms(&desired.name).await?;
         let mut work: Vec<Work> = Vec::new();
         for group in desired.groups.iter().filter(|g| g.lifecycle == GroupLifecycle::Service) {
             for instance in &group.instances {
@@ -371,7 +373,7 @@ impl<'a> Deployer<'a> {
                 }
                 None => {
                     self.reporter.step(&task, "creating VM");
-                    self.create_vm(deployment, &work, &cpi_name, cpi.as_ref()).await?
+                    self.create_vm(deployment, &work, &instance.id, &cpi_name, cpi.as_ref()).await?
                 }
             };
             let spec = self.instance_spec(deployment, group, instance, compiled, &endpoint.root)?;
@@ -441,6 +443,8 @@ impl<'a> Deployer<'a> {
         let (cpi_name, cpi) = self.cpis.get(w.instance.cpi.as_deref())?;
         let name = &deployment.name;
         let uuid = &w.instance.id;
+        // create-swap-delete: the old VM, deleted once the new one runs.
+        let mut swapped_out = None;
         let (agent, endpoint, fresh_vm) = match w.action {
             Action::NoOp | Action::Delete => return Ok(()),
             Action::Restart => {
@@ -481,11 +485,43 @@ impl<'a> Deployer<'a> {
             }
             Action::Create | Action::Recreate => {
                 if let Some(vm) = w.record.as_ref().and_then(|r| r.vm.clone()) {
-                    self.reporter.step(task, "deleting old VM");
-                    self.teardown_vm(name, uuid, &vm, cpi.as_ref()).await?;
+                    if w.group.update.create_swap_delete && w.instance.can_swap_vms() {
+                        // The old VM leaves the record first, kept as an orphaned VM: a run
+                        // that dies from here on leaves it named, and the next deploy deletes it.
+                        swapped_out = self.state.orphan_instance_vm(name, uuid)?;
+                    } else {
+                        if w.group.update.create_swap_delete {
+                            self.reporter.step(
+                                task,
+                                "create-swap-delete: the instance keeps its manual-network address, so its VM is replaced delete-create",
+                            );
+                        }
+                        self.reporter.step(task, "deleting old VM");
+                        self.teardown_vm(name, uuid, &vm, cpi.as_ref()).await?;
+                    }
                 }
-                self.reporter.step(task, "creating VM");
-                let (agent, endpoint) = self.create_vm(deployment, w, &cpi_name, cpi.as_ref()).await?;
+                self.reporter.step(
+                    task,
+                    if swapped_out.is_some() { "creating VM (the old one runs on)" } else { "creating VM" },
+                );
+                // The agent id names the instance; a VM made beside the old one also names that
+                // VM, so a CPI that clears out a same-named leftover never takes the old one.
+                let agent_id = match &swapped_out {
+                    Some(old) => format!("{uuid}/{}", old.vm.cid),
+                    None => uuid.clone(),
+                };
+                let (agent, endpoint) = self.create_vm(deployment, w, &agent_id, &cpi_name, cpi.as_ref()).await?;
+                if let Some(old) = &swapped_out {
+                    // Everything the new VM needs goes up while the old one still serves; then
+                    // the old one stops and lets go of the disk.
+                    let spec = self.instance_spec(deployment, w.group, w.instance, compiled, &endpoint.root)?;
+                    self.reporter.step(task, "uploading packages and jobs");
+                    vm::upload(&agent, self.blobs, &blobs_of(&spec)).await?;
+                    self.reporter.step(task, &format!("stopping old VM {}", old.vm.cid));
+                    let (_, old_cpi) = self.cpis.get(Some(&old.vm.cpi))?;
+                    let disk = self.state.instance_disk(name, uuid)?.map(|d| d.cid);
+                    self.let_go(&old.vm, disk.as_deref(), old_cpi.as_ref()).await?;
+                }
                 (agent, endpoint, true)
             }
         };
@@ -584,6 +620,10 @@ impl<'a> Deployer<'a> {
             &spec.digest(),
             InstanceState::Started,
         )?;
+        if let Some(old) = &swapped_out {
+            self.reporter.step(task, &format!("deleting old VM {}", old.vm.cid));
+            self.delete_orphaned_vm(old).await?;
+        }
         Ok(())
     }
 
@@ -598,9 +638,7 @@ impl<'a> Deployer<'a> {
         spec: &InstanceSpec,
     ) -> anyhow::Result<()> {
         self.reporter.step(task, "uploading packages and jobs");
-        let mut digests: Vec<String> = spec.packages.values().cloned().collect();
-        digests.extend(spec.jobs.values().cloned());
-        vm::upload(agent, self.blobs, &digests).await?;
+        vm::upload(agent, self.blobs, &blobs_of(spec)).await?;
 
         self.reporter.step(task, "applying");
         let package_versions: BTreeMap<&str, &str> =
@@ -709,6 +747,7 @@ impl<'a> Deployer<'a> {
         &self,
         deployment: &DesiredDeployment,
         w: &Work<'_>,
+        agent_id: &str,
         cpi_name: &str,
         cpi: &dyn Cpi,
     ) -> anyhow::Result<(AgentClient, SshEndpoint)> {
@@ -749,7 +788,7 @@ impl<'a> Deployer<'a> {
             self.state.instance_disk(&deployment.name, &w.instance.id)?.map(|d| vec![Cid(d.cid)]).unwrap_or_default();
         let created = cpi
             .create_vm(CreateVm {
-                agent_id: w.instance.id.clone(),
+                agent_id: agent_id.to_string(),
                 stemcell_cid,
                 cloud_properties: w.instance.cloud_properties.clone(),
                 networks,
@@ -797,6 +836,16 @@ impl<'a> Deployer<'a> {
         // Dirty first: a run that dies while the VM is being deleted leaves a record the next
         // run recreates, never one it believes converged.
         self.state.set_instance_dirty(deployment, uuid, true)?;
+        let disk = self.state.instance_disk(deployment, uuid)?.map(|d| d.cid);
+        self.let_go(vm, disk.as_deref(), cpi).await?;
+        delete_vm(cpi, &vm.cid).await?;
+        self.state.set_instance_vm(deployment, uuid, None, true)?;
+        Ok(())
+    }
+
+    /// Drains and stops a VM's jobs and unmounts `disk` (best effort: the VM may be gone or
+    /// unreachable), then has the CPI detach `disk` from it.
+    async fn let_go(&self, vm: &VmRef, disk: Option<&str>, cpi: &dyn Cpi) -> anyhow::Result<()> {
         if let Ok(endpoint) = serde_json::from_str::<SshEndpoint>(&vm.endpoint_json) {
             let quick = Reach { boot_timeout: Duration::ZERO, ..self.reach.clone() };
             if let Ok(agent) = tokio::time::timeout(Duration::from_secs(15), quick.agent(&endpoint))
@@ -807,27 +856,58 @@ impl<'a> Deployer<'a> {
                     let _ = agent.drain_fully("shutdown", DRAIN_WAIT_CAP, self.reach.step_timeout).await;
                 }
                 let _ = agent.stop(&JobSelection::default()).await;
-                if let Some(disk) = self.state.instance_disk(deployment, uuid)? {
-                    let _ = agent.unmount_disk(&MountDisk { disk_id: disk.cid, hint: Value::Null }).await;
+                if let Some(disk) = disk {
+                    let _ = agent.unmount_disk(&MountDisk { disk_id: disk.to_string(), hint: Value::Null }).await;
                 }
                 agent.connection().close().await;
             }
         }
-        let cid = Cid(vm.cid.clone());
-        if let Some(disk) = self.state.instance_disk(deployment, uuid)? {
-            match cpi.detach_disk(DiskAttachment { vm_cid: cid.clone(), disk_cid: Cid(disk.cid) }).await {
+        if let Some(disk) = disk {
+            let attachment = DiskAttachment { vm_cid: Cid(vm.cid.clone()), disk_cid: Cid(disk.to_string()) };
+            match cpi.detach_disk(attachment).await {
                 Ok(()) => {}
                 Err(e) if matches!(e.kind, rosh_cpi::ErrorKind::DiskNotAttached | rosh_cpi::ErrorKind::VmNotFound) => {}
                 Err(e) => return Err(e).context("detaching the persistent disk"),
             }
         }
-        match cpi.delete_vm(cid).await {
-            Ok(()) => {}
-            Err(e) if e.kind == rosh_cpi::ErrorKind::VmNotFound => {}
-            Err(e) => return Err(e).context("deleting the VM"),
-        }
-        self.state.set_instance_vm(deployment, uuid, None, true)?;
         Ok(())
+    }
+
+    /// Deletes an orphaned VM through its CPI and forgets it.
+    async fn delete_orphaned_vm(&self, orphan: &OrphanedVm) -> anyhow::Result<()> {
+        let (_, cpi) = self.cpis.get(Some(&orphan.vm.cpi))?;
+        delete_vm(cpi.as_ref(), &orphan.vm.cid).await?;
+        self.state.forget_orphaned_vm(&orphan.vm.cpi, &orphan.vm.cid)?;
+        Ok(())
+    }
+
+    /// Deletes `deployment`'s orphaned VMs — the old VMs of a create-swap-delete a run did not
+    /// finish: each is stopped, lets go of its instance's disk and is deleted. Answers how many.
+    pub async fn delete_orphaned_vms(&self, deployment: &str) -> anyhow::Result<usize> {
+        let orphans = self.state.orphaned_vms(Some(deployment))?;
+        if orphans.is_empty() {
+            return Ok(0);
+        }
+        self.reporter.stage("Deleting orphaned VMs", orphans.len());
+        for orphan in &orphans {
+            let task = format!("{} (old VM {})", orphan.instance, orphan.vm.cid);
+            let started = Instant::now();
+            self.reporter.step(&task, "stopping");
+            let (_, cpi) = self.cpis.get(Some(&orphan.vm.cpi))?;
+            let disk = self.state.instance_disk(deployment, &orphan.instance_uuid)?.map(|d| d.cid);
+            let outcome = async {
+                self.let_go(&orphan.vm, disk.as_deref(), cpi.as_ref()).await?;
+                self.reporter.step(&task, "deleting");
+                self.delete_orphaned_vm(orphan).await
+            }
+            .await;
+            match &outcome {
+                Ok(()) => self.reporter.finished(&task, Ok("deleted"), started.elapsed()),
+                Err(e) => self.reporter.finished(&task, Err(&format!("{e:#}")), started.elapsed()),
+            }
+            outcome.with_context(|| format!("deleting orphaned VM {}", orphan.vm.cid))?;
+        }
+        Ok(orphans.len())
     }
 
     async fn delete_instance(&self, record: &InstanceRecord) -> anyhow::Result<()> {
@@ -930,6 +1010,20 @@ impl<'a> Deployer<'a> {
 /// agent holds that between 250 ms and 1 s; a longer minimum is waited by [`Deployer::wait_running`]).
 fn settling_for((min_ms, _): (u64, u64)) -> JobSelection {
     JobSelection { jobs: Vec::new(), settle_ms: Some(min_ms) }
+}
+
+/// Every blob an instance spec puts on its VM: compiled packages and rendered jobs.
+fn blobs_of(spec: &InstanceSpec) -> Vec<String> {
+    spec.packages.values().chain(spec.jobs.values()).cloned().collect()
+}
+
+/// Has the CPI delete VM `cid`; one already gone is deleted.
+async fn delete_vm(cpi: &dyn Cpi, cid: &str) -> anyhow::Result<()> {
+    match cpi.delete_vm(Cid(cid.to_string())).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind == rosh_cpi::ErrorKind::VmNotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("deleting VM {cid}")),
+    }
 }
 
 /// The record of an instance that has no VM yet.

@@ -187,6 +187,15 @@ impl DesiredInstance {
         format!("{}/{}", self.group, self.id)
     }
 
+    /// Whether a new VM for this instance can be made while its old VM still runs, as
+    /// `vm_strategy: create-swap-delete` asks: only when the IaaS gives every VM its own address
+    /// (all its networks are dynamic). An instance that holds a manual-network address keeps it
+    /// across VMs (templates and links name it), and one address cannot be on two VMs, so its
+    /// VM is replaced delete-create — BOSH does the same for static IPs.
+    pub fn can_swap_vms(&self) -> bool {
+        self.networks.iter().all(|n| n.ip.is_none())
+    }
+
     /// The address others reach it at: the default network's IP.
     pub fn address(&self) -> Option<&str> {
         let default = self.networks.iter().find(|n| n.default.iter().any(|d| d == "gateway")).or(self.networks.first());

@@ -48,6 +48,7 @@ mod releases;
 pub mod schema;
 mod stemcells;
 mod variables;
+mod vms;
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -66,6 +67,7 @@ pub use instances::{InstanceRecord, InstanceState, VmRef};
 pub use lock::{LockGuard, LockHolder, LockInfo};
 pub use releases::{Deleted, JobRecord, PackageRecord, ReleaseRecord, ReleaseSummary};
 pub use stemcells::{StemcellRecord, StemcellSummary};
+pub use vms::OrphanedVm;
 
 /// The file name of the database inside the state directory.
 pub const DB_FILE: &str = "state.db";

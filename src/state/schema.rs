@@ -297,6 +297,26 @@ CREATE TABLE stemcell_cids (
 ALTER TABLE release_versions ADD COLUMN requires_json TEXT;
 "#,
     },
+    Migration {
+        version: 6,
+        description: "orphaned VMs",
+        sql: r#"
+-- VMs no instance owns any more that still exist in the cloud (the old VM of a
+-- create-swap-delete until it is deleted). Names its deployment and instance, as disks do.
+CREATE TABLE orphaned_vms (
+    id               INTEGER PRIMARY KEY,
+    vm_cid           TEXT NOT NULL,
+    vm_cpi           TEXT NOT NULL,
+    vm_endpoint_json TEXT NOT NULL,
+    vm_created_at    TEXT NOT NULL,
+    deployment       TEXT NOT NULL,
+    instance         TEXT NOT NULL,
+    instance_uuid    TEXT NOT NULL,
+    orphaned_at      TEXT NOT NULL,
+    UNIQUE (vm_cpi, vm_cid)
+);
+"#,
+    },
 ];
 
 /// The schema version this rosh writes.

@@ -640,3 +640,36 @@ impl Director {
         self.ok(&["upload-stemcell", tarball.to_str().unwrap()]);
     }
 }
+
+fn write(path: &Path, text: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, text).unwrap();
+}
+
+/// Writes release `rack`'s source into `dir`: its job `peer` lists its peers (link `peers`)
+/// in `config/peers.txt`, runs one process that does not listen on anything (so it runs on any
+/// network, dynamic ones included), and has pre-start and post-deploy scripts that leave marks
+/// in the VM's root; package `data` holds a text file the process checks.
+pub fn rack_release(dir: &Path) {
+    write(&dir.join("config/final.yml"), "final_name: rack\n");
+    write(&dir.join("packages/data/spec"), "name: data\nfiles: [data/**/*]\n");
+    write(&dir.join("packages/data/packaging"), "cp -a data/* \"$BOSH_INSTALL_TARGET/\"\n");
+    write(&dir.join("src/data/motd.txt"), "served from a static machine\n");
+    write(
+        &dir.join("jobs/peer/spec"),
+        "name: peer\ntemplates:\n  peers.hbs: config/peers.txt\n  bpm.yml.hbs: config/bpm.yml\n  \
+         pre-start.hbs: bin/pre-start\n  post-deploy.hbs: bin/post-deploy\npackages: [data]\n\
+         consumes:\n- {name: peers, type: peer}\nprovides:\n- {name: peers, type: peer}\nproperties: {}\n",
+    );
+    write(&dir.join("jobs/peer/monit"), "");
+    write(
+        &dir.join("jobs/peer/templates/peers.hbs"),
+        "{{#with (link \"peers\")}}{{#each instances}}{{address}}\n{{/each}}{{/with}}",
+    );
+    write(
+        &dir.join("jobs/peer/templates/bpm.yml.hbs"),
+        "processes:\n- name: peer\n  executable: /bin/sh\n  args: [-c, 'test -s {{spec.root}}/packages/data/motd.txt && exec sleep 100000']\n",
+    );
+    write(&dir.join("jobs/peer/templates/pre-start.hbs"), "#!/bin/sh\ndate > \"$ROSH_ROOT/pre-start.ran\"\n");
+    write(&dir.join("jobs/peer/templates/post-deploy.hbs"), "#!/bin/sh\ndate >> \"$ROSH_ROOT/post-deploy.ran\"\n");
+}

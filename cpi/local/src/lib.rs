@@ -467,10 +467,14 @@ impl LocalCpi {
             ));
         }
         let guard = self.lock()?;
-        // The director names a VM's agent after its instance and makes one VM per instance at a
-        // time: a VM with the same agent id is left from a run that died between this call and
-        // recording its answer. It is deleted, so no VM is ever orphaned that way.
-        for stale in self.vms()?.into_iter().filter(|vm| vm.agent_id == req.agent_id) {
+        // The director names a VM's agent after its instance (`<uuid>`), or after the instance
+        // and the VM it replaces (`<uuid>/<old cid>`) when it makes the new VM beside the old one
+        // (create-swap-delete). A VM with the same agent id, or one under it, is left from a run
+        // that died between this call and recording its answer: it is deleted, so no VM is ever
+        // orphaned that way. A VM being replaced has another id, so it is never taken.
+        let under = format!("{}/", req.agent_id);
+        for stale in self.vms()?.into_iter().filter(|vm| vm.agent_id == req.agent_id || vm.agent_id.starts_with(&under))
+        {
             self.stop_agent(&stale.vm_cid)?;
             self.remove_vm(&stale.vm_cid)?;
         }

@@ -1,0 +1,134 @@
+//! Orphaned VMs: VMs that no instance owns any more but that still exist in the cloud, kept on
+//! record until they are deleted.
+//!
+//! `vm_strategy: create-swap-delete` makes an instance's new VM while the old one still runs.
+//! The old VM leaves the instance's record for this table in the same transaction that marks
+//! the instance dirty, before the new VM is asked for, so at every moment each VM rosh made is
+//! named once: by its instance, or here. A run that dies mid-swap leaves the old VM here, and
+//! the next deploy of that deployment deletes it first. Like a disk, an orphaned VM names its
+//! deployment and instance by name rather than by row.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::instances::VmRef;
+use super::{Event, NOW, Result, State, StateError, read_serial, record_fact};
+
+/// A VM no instance owns, waiting to be deleted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OrphanedVm {
+    pub vm: VmRef,
+    pub deployment: String,
+    /// The instance it was, as `group/uuid`.
+    pub instance: String,
+    pub instance_uuid: String,
+    /// RFC 3339, UTC.
+    pub orphaned_at: String,
+}
+
+impl State {
+    /// Moves instance `uuid`'s VM to the orphaned VMs and marks the instance dirty, as one
+    /// fact. Answers the VM, `None` (and changes nothing) when the instance has none.
+    pub fn orphan_instance_vm(&self, deployment: &str, uuid: &str) -> Result<Option<OrphanedVm>> {
+        self.write(|tx| {
+            let Some((id, group, vm)) = instance_vm(tx, deployment, uuid)? else {
+                return Err(StateError::InstanceNotFound {
+                    deployment: deployment.to_string(),
+                    uuid: uuid.to_string(),
+                });
+            };
+            let Some(vm) = vm else { return Ok(None) };
+            let instance = format!("{group}/{uuid}");
+            tx.execute(
+                &format!(
+                    "INSERT INTO orphaned_vms (vm_cid, vm_cpi, vm_endpoint_json, vm_created_at, deployment, instance,
+                                               instance_uuid, orphaned_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, {NOW})"
+                ),
+                params![vm.cid, vm.cpi, vm.endpoint_json, vm.created_at, deployment, instance, uuid],
+            )?;
+            tx.execute(
+                &format!(
+                    "UPDATE instances SET vm_cid = NULL, vm_cpi = NULL, vm_endpoint_json = NULL, vm_created_at = NULL,
+                         dirty = 1, updated_at = {NOW}
+                     WHERE id = ?1"
+                ),
+                [id],
+            )?;
+            record_fact(
+                tx,
+                &Event::new("orphan", "vm", &vm.cid)
+                    .deployment(deployment)
+                    .context(format!("was instance {instance}'s")),
+            )?;
+            let orphaned = by_cid(tx, &vm.cpi, &vm.cid)?.expect("just inserted");
+            Ok(Some(orphaned))
+        })
+    }
+
+    /// The orphaned VMs of `deployment` (every deployment's when `None`), oldest first.
+    pub fn orphaned_vms(&self, deployment: Option<&str>) -> Result<Vec<OrphanedVm>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM orphaned_vms WHERE ?1 IS NULL OR deployment = ?1 ORDER BY orphaned_at, id"
+        ))?;
+        let rows = stmt.query_map([deployment], row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Forgets an orphaned VM once its CPI deleted it. Already forgotten: nothing changes.
+    pub fn forget_orphaned_vm(&self, cpi: &str, cid: &str) -> Result<u64> {
+        self.write(|tx| {
+            let Some(orphan) = by_cid(tx, cpi, cid)? else { return Ok(read_serial(tx)?) };
+            tx.execute("DELETE FROM orphaned_vms WHERE vm_cpi = ?1 AND vm_cid = ?2", [cpi, cid])?;
+            record_fact(
+                tx,
+                &Event::new("delete", "vm", cid)
+                    .deployment(&orphan.deployment)
+                    .context(format!("orphaned, was instance {}'s", orphan.instance)),
+            )
+        })
+    }
+}
+
+const COLUMNS: &str =
+    "vm_cid, vm_cpi, vm_endpoint_json, vm_created_at, deployment, instance, instance_uuid, orphaned_at";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrphanedVm> {
+    Ok(OrphanedVm {
+        vm: VmRef { cid: r.get(0)?, cpi: r.get(1)?, endpoint_json: r.get(2)?, created_at: r.get(3)? },
+        deployment: r.get(4)?,
+        instance: r.get(5)?,
+        instance_uuid: r.get(6)?,
+        orphaned_at: r.get(7)?,
+    })
+}
+
+fn by_cid(conn: &Connection, cpi: &str, cid: &str) -> Result<Option<OrphanedVm>> {
+    Ok(conn
+        .query_row(&format!("SELECT {COLUMNS} FROM orphaned_vms WHERE vm_cpi = ?1 AND vm_cid = ?2"), [cpi, cid], row)
+        .optional()?)
+}
+
+/// An instance's row id, group and VM.
+fn instance_vm(conn: &Connection, deployment: &str, uuid: &str) -> Result<Option<(i64, String, Option<VmRef>)>> {
+    Ok(conn
+        .query_row(
+            "SELECT i.id, i.group_name, i.vm_cid, i.vm_cpi, i.vm_endpoint_json, i.vm_created_at
+             FROM instances i JOIN deployments d ON d.id = i.deployment_id
+             WHERE d.name = ?1 AND i.uuid = ?2",
+            [deployment, uuid],
+            |r| {
+                let vm = match (r.get::<_, Option<String>>(2)?, r.get::<_, Option<String>>(3)?) {
+                    (Some(cid), Some(cpi)) => Some(VmRef {
+                        cid,
+                        cpi,
+                        endpoint_json: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                        created_at: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                    }),
+                    _ => None,
+                };
+                Ok((r.get(0)?, r.get(1)?, vm))
+            },
+        )
+        .optional()?)
+}
