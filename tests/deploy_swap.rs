@@ -123,6 +123,25 @@ fn dynamic_network_instances_get_their_new_vm_before_the_old_one_goes() {
     assert_disks_marked(&d);
     assert!(d.state().orphaned_vms(None).unwrap().is_empty());
     d.assert_no_orphans(&["rack"], "after a create-swap-delete deploy");
+
+    // The address the CPI gave each VM on the dynamic network is recorded with the VM and
+    // shown by `vms`; the pinned instance shows its manual-network address.
+    let listed: serde_json::Value = serde_json::from_str(&d.ok(&["-d", "rack", "vms", "--json"])).unwrap();
+    for record in d.instances("rack") {
+        let vm = record.vm.as_ref().unwrap();
+        let shown = listed.as_array().unwrap().iter().find(|v| v["vm_cid"] == vm.cid.as_str()).expect("listed");
+        let expected = if record.group == "swapped" {
+            let endpoint: serde_json::Value = serde_json::from_str(&vm.endpoint_json).unwrap();
+            let ip = vm.ips.get("dyn").unwrap_or_else(|| panic!("{} has no dyn IP: {vm:?}", record.label()));
+            assert!(ip.starts_with("127.78."), "{ip}");
+            assert_eq!(endpoint["host"], ip.as_str(), "the VM answers SSH on the address it was given");
+            ip.clone()
+        } else {
+            assert!(vm.ips.is_empty(), "{vm:?}");
+            record.ips["default"].clone()
+        };
+        assert_eq!(shown["ips"], serde_json::json!([expected]), "{shown}");
+    }
 }
 
 #[test]

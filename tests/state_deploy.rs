@@ -270,6 +270,7 @@ fn instances_round_trip_sorted_by_group_then_index() {
         cpi: "local".into(),
         endpoint_json: endpoint("127.0.0.11"),
         created_at: "2026-05-01T10:00:00Z".into(),
+        ips: ips(&[("dyn", "10.0.9.4")]),
     });
     api1.applied_json = Some(r#"{"properties":{"password":"hunter2"}}"#.into());
     api1.applied_digest = Some("sha256:abc".into());
@@ -551,6 +552,38 @@ fn a_disk_migration_switches_the_active_disk_and_orphans_the_old_one_in_one_tran
     let third = disk("disk-third", "cf", Some("u-db"), false);
     assert!(matches!(state.replace_disk("disk-zz", &third).unwrap_err(), StateError::DiskNotFound(_)));
     assert_eq!(state.instance_disk("cf", "u-db").unwrap().unwrap().cid, "disk-new");
+}
+
+#[test]
+fn an_orphaned_vm_leaves_its_instance_in_one_fact_and_is_listed_until_forgotten() {
+    let (_dir, state) = open();
+    let mut web = instance("cf", "web", 0, "u-web");
+    web.vm = Some(VmRef { ips: ips(&[("dyn", "10.0.9.4")]), ..VmRef::new("vm-old", "local", endpoint("127.0.0.21")) });
+    state.upsert_instance(&web).unwrap();
+    state.upsert_instance(&instance("cf", "db", 0, "u-db")).unwrap();
+
+    let before = state.serial().unwrap();
+    let orphan = state.orphan_instance_vm("cf", "u-web").unwrap().expect("web had a VM");
+    assert_eq!(state.serial().unwrap(), before + 1, "one fact");
+    assert_eq!((orphan.vm.cid.as_str(), orphan.instance.as_str()), ("vm-old", "web/u-web"));
+    assert_eq!(orphan.vm.ips, ips(&[("dyn", "10.0.9.4")]), "the VM's own IPs go along");
+    let web_now = state.instance("cf", "u-web").unwrap().unwrap();
+    assert!(web_now.vm.is_none() && web_now.dirty, "the instance lets go of it and is dirty");
+    assert_eq!(state.orphaned_vms(Some("cf")).unwrap(), vec![orphan.clone()]);
+    assert!(state.orphaned_vms(Some("other")).unwrap().is_empty());
+    assert_eq!(state.orphaned_vms(None).unwrap().len(), 1);
+    // An instance without a VM has nothing to orphan; an unknown one is an error.
+    assert_eq!(state.orphan_instance_vm("cf", "u-db").unwrap(), None);
+    assert!(matches!(state.orphan_instance_vm("cf", "u-nobody").unwrap_err(), StateError::InstanceNotFound { .. }));
+
+    // The instance may take a new VM while the old one is an orphan.
+    state.set_instance_vm("cf", "u-web", Some(VmRef::new("vm-new", "local", endpoint("127.0.0.22"))), true).unwrap();
+    let serial = state.forget_orphaned_vm("local", "vm-old").unwrap();
+    assert!(state.orphaned_vms(None).unwrap().is_empty());
+    let last = state.events(1).unwrap().remove(0);
+    assert_eq!((last.action.as_str(), last.object_name.as_str(), last.serial), ("delete", "vm-old", Some(serial)));
+    // Forgetting twice changes nothing.
+    assert_eq!(state.forget_orphaned_vm("local", "vm-old").unwrap(), serial);
 }
 
 #[test]

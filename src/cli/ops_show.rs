@@ -158,7 +158,7 @@ impl InstanceView {
             dirty: record.dirty,
             process_state: probe.process_state(),
             agent_error: probe.error().map(str::to_string),
-            ips: record.ips.values().cloned().collect(),
+            ips: record.addresses().into_values().collect(),
             vm_cid: record.vm.as_ref().map(|vm| vm.cid.clone()),
             cpi: record.vm.as_ref().map(|vm| vm.cpi.clone()),
             vm_created_at: record.vm.as_ref().map(|vm| vm.created_at.clone()),

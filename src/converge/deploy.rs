@@ -801,12 +801,11 @@ impl<'a> Deployer<'a> {
             let _ = cpi.delete_vm(created.vm_cid.clone()).await;
             bail!("CPI {cpi_name} did not say how to reach VM {} over SSH", created.vm_cid);
         };
-        // Recorded at once, dirty until converged: a crash from here on leaves a record.
+        // Recorded at once, dirty until converged: a crash from here on leaves a record. The
+        // addresses the infrastructure chose (dynamic networks) are kept with the VM.
         let vm = VmRef {
-            cid: created.vm_cid.0.clone(),
-            cpi: cpi_name.to_string(),
-            endpoint_json: serde_json::to_string(&endpoint)?,
-            created_at: String::new(),
+            ips: assigned_ips(w.instance, &created.networks),
+            ..VmRef::new(created.vm_cid.0.clone(), cpi_name, serde_json::to_string(&endpoint)?)
         };
         self.state.set_instance_vm(&deployment.name, &w.instance.id, Some(vm), true)?;
         let metadata: BTreeMap<String, String> = [
@@ -1010,6 +1009,17 @@ impl<'a> Deployer<'a> {
 /// agent holds that between 250 ms and 1 s; a longer minimum is waited by [`Deployer::wait_running`]).
 fn settling_for((min_ms, _): (u64, u64)) -> JobSelection {
     JobSelection { jobs: Vec::new(), settle_ms: Some(min_ms) }
+}
+
+/// The IPs `create_vm` reported on the instance's networks that the director does not address
+/// (dynamic ones), by network name.
+fn assigned_ips(instance: &DesiredInstance, reported: &BTreeMap<String, NetworkSettings>) -> BTreeMap<String, String> {
+    instance
+        .networks
+        .iter()
+        .filter(|n| n.ip.is_none())
+        .filter_map(|n| Some((n.name.clone(), reported.get(&n.name)?.ip.clone()?)))
+        .collect()
 }
 
 /// Every blob an instance spec puts on its VM: compiled packages and rendered jobs.

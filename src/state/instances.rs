@@ -82,12 +82,27 @@ pub struct VmRef {
     pub endpoint_json: String,
     /// RFC 3339, UTC. Left empty, it is stamped when recorded (kept, for the same VM).
     pub created_at: String,
+    /// Network name → the IP the CPI gave the VM where the infrastructure assigns it (dynamic
+    /// networks). Addresses the director hands out are the instance's (`instance_ips`), not here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ips: BTreeMap<String, String>,
 }
 
 impl VmRef {
     /// A VM to record; `created_at` is stamped by the state.
     pub fn new(cid: impl Into<String>, cpi: impl Into<String>, endpoint_json: impl Into<String>) -> VmRef {
-        VmRef { cid: cid.into(), cpi: cpi.into(), endpoint_json: endpoint_json.into(), created_at: String::new() }
+        VmRef {
+            cid: cid.into(),
+            cpi: cpi.into(),
+            endpoint_json: endpoint_json.into(),
+            created_at: String::new(),
+            ips: BTreeMap::new(),
+        }
+    }
+
+    /// [`Self::ips`] as stored: JSON, `NULL` when there are none.
+    pub(super) fn ips_json(&self) -> Option<String> {
+        (!self.ips.is_empty()).then(|| serde_json::to_string(&self.ips).expect("a map of strings"))
     }
 
     fn same_vm(&self, other: &VmRef) -> bool {
@@ -125,6 +140,14 @@ impl InstanceRecord {
     /// `group/uuid`, as events and errors name an instance.
     pub fn label(&self) -> String {
         format!("{}/{}", self.group, self.uuid)
+    }
+
+    /// Network name → IP: the addresses the director gave the instance, and those its VM got
+    /// from the infrastructure on dynamic networks.
+    pub fn addresses(&self) -> BTreeMap<String, String> {
+        let mut all = self.vm.as_ref().map(|vm| vm.ips.clone()).unwrap_or_default();
+        all.extend(self.ips.clone());
+        all
     }
 
     /// Equal in everything a write would store.
@@ -225,6 +248,7 @@ impl State {
                 record.applied_json,
                 record.applied_digest,
                 now,
+                vm.and_then(VmRef::ips_json),
             ];
             let id = match existing_id {
                 Some(id) => {
@@ -232,7 +256,7 @@ impl State {
                         "UPDATE instances SET deployment_id = ?1, group_name = ?2, idx = ?3, uuid = ?4, az = ?5,
                              bootstrap = ?6, state = ?7, dirty = ?8, ignored = ?9, vm_cid = ?10, vm_cpi = ?11,
                              vm_endpoint_json = ?12, vm_created_at = ?13, applied_json = ?14, applied_digest = ?15,
-                             updated_at = ?16
+                             updated_at = ?16, vm_ips_json = ?17
                          WHERE deployment_id = ?1 AND uuid = ?4",
                         values,
                     )?;
@@ -242,8 +266,8 @@ impl State {
                     tx.execute(
                         "INSERT INTO instances (deployment_id, group_name, idx, uuid, az, bootstrap, state, dirty,
                              ignored, vm_cid, vm_cpi, vm_endpoint_json, vm_created_at, applied_json, applied_digest,
-                             updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                             updated_at, vm_ips_json)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                         values,
                     )?;
                     tx.last_insert_rowid()
@@ -273,7 +297,7 @@ impl State {
                 vm.as_ref().map(|v| if v.created_at.is_empty() { now.clone() } else { v.created_at.clone() });
             tx.execute(
                 "UPDATE instances SET vm_cid = ?2, vm_cpi = ?3, vm_endpoint_json = ?4, vm_created_at = ?5, dirty = ?6,
-                     updated_at = ?7
+                     updated_at = ?7, vm_ips_json = ?8
                  WHERE id = ?1",
                 params![
                     id,
@@ -282,7 +306,8 @@ impl State {
                     vm.as_ref().map(|v| &v.endpoint_json),
                     created_at,
                     dirty,
-                    now
+                    now,
+                    vm.as_ref().and_then(VmRef::ips_json)
                 ],
             )?;
             let event = match (&old.vm, &vm) {
@@ -493,6 +518,11 @@ fn find(conn: &Connection, deployment: &str, uuid: &str) -> Result<Option<(i64, 
     Ok(load(conn, deployment, deployment_id, Some(uuid))?.into_iter().next())
 }
 
+/// [`VmRef::ips`] from its column (`NULL`, or unreadable JSON, is none).
+pub(super) fn ips_from_json(json: Option<String>) -> BTreeMap<String, String> {
+    json.and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default()
+}
+
 fn find_or_fail(conn: &Connection, deployment: &str, uuid: &str) -> Result<(i64, InstanceRecord)> {
     find(conn, deployment, uuid)?
         .ok_or_else(|| StateError::InstanceNotFound { deployment: deployment.to_string(), uuid: uuid.to_string() })
@@ -507,7 +537,7 @@ fn load(
 ) -> Result<Vec<(i64, InstanceRecord)>> {
     let mut stmt = conn.prepare(
         "SELECT id, group_name, idx, uuid, az, bootstrap, state, dirty, ignored, vm_cid, vm_cpi, vm_endpoint_json,
-                vm_created_at, applied_json, applied_digest, updated_at
+                vm_created_at, applied_json, applied_digest, updated_at, vm_ips_json
          FROM instances WHERE deployment_id = ?1 AND (?2 IS NULL OR uuid = ?2)
          ORDER BY group_name, idx",
     )?;
@@ -518,6 +548,7 @@ fn load(
                 cpi: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
                 endpoint_json: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
                 created_at: r.get::<_, Option<String>>(12)?.unwrap_or_default(),
+                ips: ips_from_json(r.get(16)?),
             }),
             None => None,
         };

@@ -317,6 +317,16 @@ CREATE TABLE orphaned_vms (
 );
 "#,
     },
+    Migration {
+        version: 7,
+        description: "IPs the CPI gave VMs",
+        sql: r#"
+-- Network name -> IP, as JSON, for networks where the infrastructure assigns the address
+-- (dynamic): what create_vm answered. NULL when the VM has none (every VM made before this).
+ALTER TABLE instances ADD COLUMN vm_ips_json TEXT;
+ALTER TABLE orphaned_vms ADD COLUMN vm_ips_json TEXT;
+"#,
+    },
 ];
 
 /// The schema version this rosh writes.

@@ -10,7 +10,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::instances::VmRef;
+use super::instances::{VmRef, ips_from_json};
 use super::{Event, NOW, Result, State, StateError, read_serial, record_fact};
 
 /// A VM no instance owns, waiting to be deleted.
@@ -41,15 +41,15 @@ impl State {
             tx.execute(
                 &format!(
                     "INSERT INTO orphaned_vms (vm_cid, vm_cpi, vm_endpoint_json, vm_created_at, deployment, instance,
-                                               instance_uuid, orphaned_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, {NOW})"
+                                               instance_uuid, orphaned_at, vm_ips_json)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, {NOW}, ?8)"
                 ),
-                params![vm.cid, vm.cpi, vm.endpoint_json, vm.created_at, deployment, instance, uuid],
+                params![vm.cid, vm.cpi, vm.endpoint_json, vm.created_at, deployment, instance, uuid, vm.ips_json()],
             )?;
             tx.execute(
                 &format!(
                     "UPDATE instances SET vm_cid = NULL, vm_cpi = NULL, vm_endpoint_json = NULL, vm_created_at = NULL,
-                         dirty = 1, updated_at = {NOW}
+                         vm_ips_json = NULL, dirty = 1, updated_at = {NOW}
                      WHERE id = ?1"
                 ),
                 [id],
@@ -91,11 +91,17 @@ impl State {
 }
 
 const COLUMNS: &str =
-    "vm_cid, vm_cpi, vm_endpoint_json, vm_created_at, deployment, instance, instance_uuid, orphaned_at";
+    "vm_cid, vm_cpi, vm_endpoint_json, vm_created_at, deployment, instance, instance_uuid, orphaned_at, vm_ips_json";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrphanedVm> {
     Ok(OrphanedVm {
-        vm: VmRef { cid: r.get(0)?, cpi: r.get(1)?, endpoint_json: r.get(2)?, created_at: r.get(3)? },
+        vm: VmRef {
+            cid: r.get(0)?,
+            cpi: r.get(1)?,
+            endpoint_json: r.get(2)?,
+            created_at: r.get(3)?,
+            ips: ips_from_json(r.get(8)?),
+        },
         deployment: r.get(4)?,
         instance: r.get(5)?,
         instance_uuid: r.get(6)?,
@@ -113,7 +119,7 @@ fn by_cid(conn: &Connection, cpi: &str, cid: &str) -> Result<Option<OrphanedVm>>
 fn instance_vm(conn: &Connection, deployment: &str, uuid: &str) -> Result<Option<(i64, String, Option<VmRef>)>> {
     Ok(conn
         .query_row(
-            "SELECT i.id, i.group_name, i.vm_cid, i.vm_cpi, i.vm_endpoint_json, i.vm_created_at
+            "SELECT i.id, i.group_name, i.vm_cid, i.vm_cpi, i.vm_endpoint_json, i.vm_created_at, i.vm_ips_json
              FROM instances i JOIN deployments d ON d.id = i.deployment_id
              WHERE d.name = ?1 AND i.uuid = ?2",
             [deployment, uuid],
@@ -124,6 +130,7 @@ fn instance_vm(conn: &Connection, deployment: &str, uuid: &str) -> Result<Option
                         cpi,
                         endpoint_json: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
                         created_at: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                        ips: ips_from_json(r.get(6)?),
                     }),
                     _ => None,
                 };
