@@ -94,6 +94,16 @@ fn dynamic_network_instances_get_their_new_vm_before_the_old_one_goes() {
     mark_disks(&d);
     let before = vms(&d);
 
+    // The plan says which replacements keep the old VM running until the new one is ready.
+    let planned = d.ok(&["-d", "rack", "plan", d.write("rack.yml", &m.text()).to_str().unwrap(), "--recreate"]);
+    assert!(
+        planned.contains("swapped (2/2 changing, canaries 1, max_in_flight 1, create-swap-delete: 2 new VM(s) made before the old one stops)"),
+        "{planned}"
+    );
+    assert!(
+        planned.contains("pinned (1/1 changing, canaries 1, max_in_flight 1, create-swap-delete: 0 new VM(s)"),
+        "{planned}"
+    );
     let deployed = d.deploy("rack", &m, "rack.yml", &["--recreate"]);
     let report = deployed.expect_ok();
     assert_eq!(report.recreated, 3, "{report:?}");

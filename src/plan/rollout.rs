@@ -8,7 +8,7 @@
 //! secret: the diff is redacted before it gets here, and inputs are kept as digests. Pure:
 //! built from values, rendered to text or JSON.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -96,6 +96,10 @@ pub struct GroupRollout {
     /// Instances with something to do.
     pub changing: usize,
     pub instances: usize,
+    /// `vm_strategy: create-swap-delete`: of the VMs this group replaces, how many get their
+    /// new VM while the old one runs (the others hold a manual-network address: delete-create).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swapped: Option<usize>,
 }
 
 /// A link dependency between groups.
@@ -209,6 +213,14 @@ pub fn assemble(
                     max_in_flight: g.update.max_in_flight,
                     changing: instances.iter().filter(|p| p.group == g.name && p.action != Action::NoOp).count(),
                     instances: g.instances.len(),
+                    swapped: g.update.create_swap_delete.then(|| {
+                        let replaced: BTreeSet<&str> = instances
+                            .iter()
+                            .filter(|p| p.group == g.name && p.action == Action::Recreate)
+                            .map(|p| p.id.as_str())
+                            .collect();
+                        g.instances.iter().filter(|i| replaced.contains(i.id.as_str()) && i.can_swap_vms()).count()
+                    }),
                 })
                 .collect()
         })
@@ -309,8 +321,12 @@ impl Plan {
             let groups: Vec<String> = batch
                 .iter()
                 .map(|g| {
+                    let strategy = match g.swapped {
+                        Some(n) => format!(", create-swap-delete: {n} new VM(s) made before the old one stops"),
+                        None => String::new(),
+                    };
                     format!(
-                        "{} ({}/{} changing, canaries {}, max_in_flight {})",
+                        "{} ({}/{} changing, canaries {}, max_in_flight {}{strategy})",
                         g.name, g.changing, g.instances, g.canaries, g.max_in_flight
                     )
                 })
