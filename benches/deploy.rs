@@ -31,7 +31,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Runs rosh; answers wall time and peak RSS (MiB).
-fn rosh(args: &[&str], cwd: &Path, state: &Path) -> (Duration, f64) {
+fn rosh(args: &[&str], cwd: &Path, state: &Path) -> support::Measured {
     let run = support::measure(
         Command::new(env!("CARGO_BIN_EXE_rosh"))
             .args(args)
@@ -44,7 +44,7 @@ fn rosh(args: &[&str], cwd: &Path, state: &Path) -> (Duration, f64) {
         let err = std::fs::read_to_string(cwd.join("rosh.err")).unwrap_or_default();
         panic!("rosh {args:?} failed:\n{}", support::tail(&err, 15));
     }
-    (run.wall, run.max_rss_mib())
+    run
 }
 
 fn write(path: &Path, text: &str) {
@@ -104,6 +104,17 @@ networks:\n- name: default\n  type: manual\n  subnets:\n  - {range: 127.81.0.0/1
 - name: machines\n  type: dynamic\n  subnets:\n  - {azs: [z2]}\n\
 compilation: {workers: 2, az: z1, vm_type: default, network: default}\n";
 
+/// Where a cold run's CPU went: the whole machine (every sshd, agent and process), the
+/// director's own share, and what the hypervisor stole.
+fn cpu_line(machine: &support::MachineCpu, director: Option<Duration>) -> String {
+    let director = director.map(|d| format!(", rosh itself {:.1} s", d.as_secs_f64())).unwrap_or_default();
+    format!(
+        "machine CPU {:.1} s{director}; stolen by the hypervisor {:.1} s",
+        machine.busy.as_secs_f64(),
+        machine.steal.as_secs_f64()
+    )
+}
+
 /// Kills every agent of the state dir (the benchmark's local VMs).
 fn kill_vms(state: &Path) {
     machines::kill_under(state, &[]);
@@ -117,7 +128,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn rosh(&self, args: &[&str]) -> (Duration, f64) {
+    fn rosh(&self, args: &[&str]) -> support::Measured {
         rosh(args, &self.work, &self.state)
     }
 
@@ -131,13 +142,18 @@ impl Bench {
     /// Deploys `manifest` twice (cold, then unchanged) and prints the line for `n`.
     fn cold_and_noop(&self, n: usize, manifest: &str) {
         write(&self.work.join("bench.yml"), manifest);
-        let (cold, cold_rss) = self.rosh(&["-d", "bench", "deploy", "-n", "bench.yml"]);
-        let (noop, noop_rss) = self.rosh(&["-d", "bench", "deploy", "-n", "bench.yml"]);
+        let machine = support::MachineCpu::now();
+        let cold = self.rosh(&["-d", "bench", "deploy", "-n", "bench.yml"]);
+        let machine = support::MachineCpu::since(machine);
+        let noop = self.rosh(&["-d", "bench", "deploy", "-n", "bench.yml"]);
         println!(
-            "  N = {n:>3}: cold {:>6.2} s (peak RSS {cold_rss:>5.1} MiB)   no-op {:>5.2} s (peak RSS {noop_rss:>5.1} MiB)",
-            cold.as_secs_f64(),
-            noop.as_secs_f64()
+            "  N = {n:>3}: cold {:>6.2} s (peak RSS {:>5.1} MiB)   no-op {:>5.2} s (peak RSS {:>5.1} MiB)",
+            cold.wall.as_secs_f64(),
+            cold.max_rss_mib(),
+            noop.wall.as_secs_f64(),
+            noop.max_rss_mib()
         );
+        println!("           cold: {}", cpu_line(&machine, Some(cold.cpu)));
     }
 
     /// Forgets the deployment so the next N starts cold.
@@ -252,9 +268,12 @@ fn plain_run(b: &Bench, machines: &machines::Machines) {
             });
             started.elapsed()
         };
+        let machine = support::MachineCpu::now();
         let cold = run_all(&cold_script, true);
+        let machine = support::MachineCpu::since(machine);
         let noop = run_all(&noop_script, false);
         println!("  N = {n:>3}: cold {:>6.2} s   no-op {:>5.2} s", cold.as_secs_f64(), noop.as_secs_f64());
+        println!("           cold: {}", cpu_line(&machine, None));
         machines.wipe();
     }
 }
@@ -296,9 +315,9 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |p| p.get())
     );
     let release = format!("bench/{}", b.json(&["releases", "--json"])[0]["version"].as_str().unwrap());
-    let (compile, _) =
+    let compile =
         b.rosh(&["export-release", &release, &format!("{}/{}", stemcell.0, stemcell.1), "--tarball", "compiled.tgz"]);
-    println!("compiling the package once (export-release, not counted below): {:.2} s", compile.as_secs_f64());
+    println!("compiling the package once (export-release, not counted below): {:.2} s", compile.wall.as_secs_f64());
     std::io::stdout().flush().unwrap();
 
     if wants("local") {

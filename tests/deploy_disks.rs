@@ -5,7 +5,9 @@
 //! - a new disk type (other cloud properties) migrates: a new disk is made and attached beside
 //!   the old one, the agent copies the data, the new disk takes the old one's place on the same
 //!   VM, and the old one is kept as an orphan with its data;
-//! - the plan says which of the two will happen, and a deploy after either changes nothing.
+//! - the plan says which of the two will happen, and a deploy after either changes nothing;
+//! - `rosh disks --orphaned` lists the old disk and `rosh delete-disk` deletes it, refusing the
+//!   disk in use.
 //!
 //! Loopback range 127.165.0.0/16.
 
@@ -106,6 +108,22 @@ fn a_new_disk_size_resizes_in_place_and_a_new_disk_type_migrates_the_data_to_a_n
     let again = d.deploy("demo", &m, "demo.yml", &[]).expect_ok();
     assert_eq!((again.updated, again.recreated, again.unchanged), (0, 0, 3), "{again:?}");
     assert_eq!(kv_disk(&d).cid, migrated.cid);
+
+    // The operator's view of the orphan, and its deletion; a disk in use is never deleted.
+    let listed: serde_json::Value = serde_json::from_str(&d.ok(&["disks", "--orphaned", "--json"])).unwrap();
+    let listed: Vec<&str> = listed.as_array().unwrap().iter().map(|o| o["cid"].as_str().unwrap()).collect();
+    assert_eq!(listed, [first.cid.as_str()]);
+    let refused = d.rosh(&["delete-disk", &migrated.cid]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("is not orphaned") && said.contains("deployment `demo`"), "{said}");
+    assert!(disks_dir.join(&migrated.cid).join(".rosh-disk-id").is_file(), "the disk in use is untouched");
+    let deleted = d.ok(&["delete-disk", &first.cid]);
+    assert!(deleted.contains(&format!("Deleted orphaned disk {}", first.cid)), "{deleted}");
+    assert!(!old.exists(), "the local CPI deleted the disk's directory");
+    assert!(d.state().orphaned_disks().unwrap().is_empty());
+    let unknown = d.rosh(&["delete-disk", &first.cid]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no orphaned disk"), "{unknown:?}");
 
     // Recreating the VM brings the new disk along.
     d.deploy("demo", &m, "demo.yml", &["--recreate"]).expect_ok();

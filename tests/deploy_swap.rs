@@ -193,6 +193,9 @@ fn a_deploy_killed_mid_swap_leaves_the_old_vm_on_record_and_the_next_deploy_dele
     let new_vm = record.vm.as_ref().expect("the new VM is on record").cid.clone();
     assert_ne!(new_vm, orphans[0].vm.cid);
     assert!(record.dirty);
+    let listed: serde_json::Value = serde_json::from_str(&d.ok(&["orphaned-vms", "--json"])).unwrap();
+    assert_eq!(listed[0]["vm"]["cid"], orphans[0].vm.cid.as_str(), "{listed}");
+    assert_eq!(listed[0]["instance"], task.as_str(), "{listed}");
 
     // The next deploy deletes the orphan first, then converges everything.
     let deployed = d.deploy("rack", &m, "rack.yml", &[]);

@@ -50,6 +50,36 @@ pub fn measure(command: &mut Command) -> Measured {
     }
 }
 
+/// The whole machine's CPU time so far, from `/proc/stat`: what every process used, and what
+/// the hypervisor took from this VM for others (steal).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MachineCpu {
+    pub busy: Duration,
+    pub steal: Duration,
+}
+
+impl MachineCpu {
+    pub fn now() -> MachineCpu {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .find(|l| l.starts_with("cpu "))
+            .map(|l| l.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect())
+            .unwrap_or_default();
+        let tick = |i: usize| ticks.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let secs = |t: u64| Duration::from_secs_f64(t as f64 / hz);
+        MachineCpu { busy: secs(tick(0) + tick(1) + tick(2) + tick(5) + tick(6)), steal: secs(tick(7)) }
+    }
+
+    /// What was used since `earlier`.
+    pub fn since(earlier: MachineCpu) -> MachineCpu {
+        let now = MachineCpu::now();
+        MachineCpu { busy: now.busy.saturating_sub(earlier.busy), steal: now.steal.saturating_sub(earlier.steal) }
+    }
+}
+
 /// The last `n` lines of `text` (a failed run's stderr, for the message).
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();

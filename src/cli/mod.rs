@@ -26,6 +26,7 @@ pub mod ops;
 pub mod ops_lifecycle;
 pub mod ops_show;
 pub mod ops_ssh;
+pub mod orphans;
 pub mod plan;
 pub mod progress;
 pub mod upload;
@@ -108,6 +109,12 @@ pub enum Command {
     Manifest(ops_show::ManifestArgs),
     /// Show the event log, newest first (`-d NAME` for one deployment's).
     Events(ops_show::EventsArgs),
+    /// List orphaned persistent disks (`rosh disks --orphaned`).
+    Disks(orphans::DisksArgs),
+    /// Delete an orphaned persistent disk through its CPI.
+    DeleteDisk(orphans::DeleteDiskArgs),
+    /// List VMs no instance owns that still exist (left by an unfinished create-swap-delete).
+    OrphanedVms(orphans::OrphanedVmsArgs),
     /// Scan a deployment's VMs and disks for problems and resolve them (`--report`, `--auto`).
     Cck(health::CckArgs),
     /// Recreate instances' VMs from the last deployed manifest (`--failed`: those cck reports).
@@ -171,6 +178,9 @@ pub fn main() -> ExitCode {
         Command::DeleteDeployment(args) => ops_lifecycle::delete_deployment(cli.deployment, args),
         Command::Manifest(args) => ops_show::manifest(cli.deployment, args),
         Command::Events(args) => ops_show::events(cli.deployment, args),
+        Command::Disks(args) => orphans::disks(args),
+        Command::DeleteDisk(args) => orphans::delete_disk(args),
+        Command::OrphanedVms(args) => orphans::orphaned_vms(args),
         Command::Cck(args) => health::cck(cli.deployment, args),
         Command::Recreate(args) => health::recreate(cli.deployment, args),
         Command::Watch(args) => health::watch_cmd(cli.deployment, args),

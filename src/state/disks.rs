@@ -2,7 +2,7 @@
 //! and the orphans — disks no instance uses any more, kept until deleted on purpose.
 //!
 //! A disk names its deployment instead of referencing its row, so an orphaned disk outlives a
-//! deleted deployment (`rosh orphaned-disks` still lists it). A disk cid is unique across CPIs
+//! deleted deployment (`rosh disks --orphaned` still lists it). A disk cid is unique across CPIs
 //! here, so [`State::orphan_disk`] and [`State::delete_disk_record`] need only the cid.
 //! An instance has at most one active disk: recording one as active makes the instance's
 //! others inactive in the same transaction, so a disk migration's switch is one fact.
