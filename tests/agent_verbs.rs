@@ -9,8 +9,8 @@ use std::fs;
 use std::time::Duration;
 
 use rosh::agent::protocol::{
-    AgentState, Applied, ApplyJob, ApplyPackage, ApplySpec, CompilePackage, Compiled, Drained, FetchedLogs, JobState,
-    MissingBlobs, Mounted, ProcessState, Processes, ScriptResults, StoredBlob,
+    AgentState, Applied, ApplyJob, ApplyPackage, ApplySpec, CompilePackage, Compiled, Drained, FetchedLogs,
+    JobSelection, JobState, MissingBlobs, Mounted, ProcessState, Processes, ScriptResults, StoredBlob,
 };
 use serde_json::json;
 use support::{Vm, alive, bpm_job, process, sha256, tgz, wait_until};
@@ -24,6 +24,7 @@ fn spec(jobs: &[(&str, &str)], packages: &[(&str, &str)]) -> ApplySpec {
             .iter()
             .map(|(name, sha)| ApplyPackage { name: name.to_string(), version: "1".into(), sha256: sha.to_string() })
             .collect(),
+        then_start: None,
     }
 }
 
@@ -59,6 +60,31 @@ fn put_blob_keeps_only_bytes_matching_their_digest() {
     assert_eq!(out, body);
     let (code, _) = vm.run("put_blob", Some("not-a-digest"), b"x");
     assert_eq!(code, 1);
+}
+
+#[test]
+fn apply_with_then_start_starts_the_jobs_in_the_same_call_and_get_state_agrees() {
+    let vm = Vm::new();
+    let job = vm.put(&bpm_job("server", "exec sleep 1000"));
+    let request = ApplySpec {
+        then_start: Some(JobSelection { jobs: vec![], settle_ms: Some(0) }),
+        ..spec(&[("web", &job)], &[])
+    };
+    let started = std::time::Instant::now();
+    let applied: Applied = vm.ok("apply", &request);
+    let processes = applied.started.expect("apply answered start's processes").processes;
+    let server = process(&processes, "web", "server").clone();
+    assert_eq!(server.state, ProcessState::Running, "{server:?}");
+    assert!(alive(server.pid.unwrap()));
+    assert!(started.elapsed() < Duration::from_millis(900), "settled on the short minimum, not the 1 s default");
+    // What `start` answered holds for later reports: the process is not `starting` again.
+    let current = state(&vm);
+    assert_eq!(current.job_state, JobState::Running);
+    assert_eq!(process(&current.processes, "web", "server").state, ProcessState::Running);
+    // Without then_start, apply starts nothing and answers no `started`.
+    let again: Applied = vm.ok("apply", &spec(&[("web", &job)], &[]));
+    assert!(again.started.is_none());
+    vm.ok::<Processes>("stop", &json!({}));
 }
 
 #[test]

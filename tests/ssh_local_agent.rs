@@ -165,6 +165,7 @@ async fn a_dynamic_drain_is_polled_until_it_answers_a_static_wait() {
                     instance: "g/1".into(),
                     packages: vec![],
                     jobs: vec![ApplyJob { name: name.into(), sha256: sha }],
+                    then_start: None,
                 })
                 .await
                 .unwrap();

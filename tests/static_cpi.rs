@@ -267,6 +267,7 @@ async fn jobs_are_applied_started_and_stopped_over_openssh_and_wiping_ends_them(
         instance: "web/0".into(),
         packages: vec![],
         jobs: vec![ApplyJob { name: "web".into(), sha256: job_sha }],
+        then_start: None,
     };
     let applied = agent.apply(&spec).await.unwrap();
     assert_eq!(applied.changed_jobs, vec!["web"]);

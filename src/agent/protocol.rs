@@ -127,6 +127,11 @@ pub struct ApplySpec {
     pub instance: String,
     pub packages: Vec<ApplyPackage>,
     pub jobs: Vec<ApplyJob>,
+    /// Start these jobs once applied, in the same call, as `start` would (the director asks
+    /// when no job has a pre-start script to run in between); the answer's `started` holds what
+    /// `start` answers. An agent that predates this field ignores it and answers no `started`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub then_start: Option<JobSelection>,
 }
 
 /// A compiled package: a gzipped tarball of its install tree, unpacked at `packages/<name>`.
@@ -153,6 +158,9 @@ pub struct Applied {
     /// Jobs whose files changed (including added ones).
     pub changed_jobs: Vec<String>,
     pub removed_jobs: Vec<String>,
+    /// `start`'s answer, when the request asked to start (`then_start`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Processes>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

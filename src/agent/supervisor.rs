@@ -42,9 +42,11 @@ use super::{Context, Error, Result};
 /// How long a process must have run to count as `running` rather than `starting`/`failing`.
 pub const STABLE_AFTER: Duration = Duration::from_secs(1);
 /// The shortest run `start` accepts as running when asked for less (see
-/// [`crate::agent::protocol::JobSelection::settle_ms`]): a process that dies at once (a bad
-/// config, a missing library) is caught even under a watch time of `0-…`.
-pub const MIN_SETTLE: Duration = Duration::from_millis(250);
+/// [`crate::agent::protocol::JobSelection::settle_ms`]): a process that dies at once (a missing
+/// executable or library, a script that fails its first check) is caught even under a watch time
+/// of `0-…` — the check a hand-written `sleep 0.1; kill -0 $pid` makes. A program that takes
+/// longer to fail on a bad config wants a watch time minimum of its own.
+pub const MIN_SETTLE: Duration = Duration::from_millis(100);
 /// How long `start` waits for each process to be running or failing.
 pub const START_WAIT: Duration = Duration::from_secs(5);
 const BACKOFF_INITIAL: Duration = Duration::from_millis(500);

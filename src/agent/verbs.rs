@@ -88,7 +88,15 @@ fn dispatch(root: &Root, name: &str, args: &[String], input: &mut dyn Read, outp
         }
         verb::PUT_BLOB => answer(output, &blobs::put(root, &args[0], input)?),
         verb::GET_BLOB => blobs::get(root, &args[0], output).map(drop),
-        verb::APPLY => answer(output, &apply(root, read_request(input)?)?),
+        verb::APPLY => {
+            let spec: ApplySpec = read_request(input)?;
+            let then_start = spec.then_start.clone();
+            let mut applied = apply(root, spec)?;
+            if let Some(selection) = then_start {
+                applied.started = Some(start(root, selection)?);
+            }
+            answer(output, &applied)
+        }
         verb::START => answer(output, &start(root, read_request(input)?)?),
         verb::STOP => answer(output, &stop(root, read_request(input)?)?),
         verb::DRAIN => answer(output, &drain(root, read_request(input)?)?),
@@ -268,7 +276,7 @@ fn apply(root: &Root, spec: ApplySpec) -> Result<Applied> {
     }
     let applied = spec_digest(&spec);
     write_json(&root.apply_file(), &AppliedRecord { applied: applied.clone(), spec })?;
-    Ok(Applied { applied, changed_jobs, removed_jobs })
+    Ok(Applied { applied, changed_jobs, removed_jobs, started: None })
 }
 
 fn start(root: &Root, selection: JobSelection) -> Result<Processes> {
@@ -665,7 +673,13 @@ mod tests {
 
     #[test]
     fn spec_digest_changes_with_the_spec() {
-        let mut spec = ApplySpec { deployment: "d".into(), instance: "g/1".into(), packages: vec![], jobs: vec![] };
+        let mut spec = ApplySpec {
+            deployment: "d".into(),
+            instance: "g/1".into(),
+            packages: vec![],
+            jobs: vec![],
+            then_start: None,
+        };
         let first = spec_digest(&spec);
         spec.instance = "g/2".into();
         assert_ne!(first, spec_digest(&spec));

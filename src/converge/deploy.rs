@@ -377,7 +377,7 @@ impl<'a> Deployer<'a> {
                 }
             };
             let spec = self.instance_spec(deployment, group, instance, compiled, &endpoint.root)?;
-            self.push_and_apply(&agent, &task, &deployment.name, group, &spec).await?;
+            self.push_and_apply(&agent, &task, &deployment.name, group, &spec, None).await?;
             self.run_group_script(&agent, &task, group, "pre-start").await?;
             self.reporter.step(&task, "running errand");
             let results = agent
@@ -605,12 +605,18 @@ impl<'a> Deployer<'a> {
         }
 
         let spec = self.instance_spec(deployment, w.group, w.instance, compiled, &endpoint.root)?;
-        self.push_and_apply(&agent, task, name, w.group, &spec).await?;
-        self.run_group_script(&agent, task, w.group, "pre-start").await?;
-        self.reporter.step(task, "starting");
         // A canary is watched for canary_watch_time (as BOSH does), the others for update_watch_time.
         let watch = if canary { w.group.update.canary_watch_time } else { w.group.update.update_watch_time };
-        let started = agent.start(&settling_for(watch)).await?;
+        // With no pre-start script to run in between, apply starts the jobs in the same call.
+        let start_with_apply = (!w.group.has_script("pre-start")).then(|| settling_for(watch));
+        let started = match self.push_and_apply(&agent, task, name, w.group, &spec, start_with_apply).await? {
+            Some(started) => started,
+            None => {
+                self.run_group_script(&agent, task, w.group, "pre-start").await?;
+                self.reporter.step(task, "starting");
+                agent.start(&settling_for(watch)).await?
+            }
+        };
         self.wait_running(&agent, task, watch, &started).await?;
         self.run_group_script(&agent, task, w.group, "post-start").await?;
         self.state.set_instance_applied(
@@ -628,7 +634,8 @@ impl<'a> Deployer<'a> {
     }
 
     /// Puts the spec's compiled packages and rendered jobs on the VM (skipping what it holds)
-    /// and applies them.
+    /// and applies them; with `then_start`, the agent starts the jobs in the same call and the
+    /// answer is `start`'s (`None` from an agent too old to do so: the caller starts them).
     async fn push_and_apply(
         &self,
         agent: &AgentClient,
@@ -636,14 +643,15 @@ impl<'a> Deployer<'a> {
         deployment: &str,
         group: &DesiredGroup,
         spec: &InstanceSpec,
-    ) -> anyhow::Result<()> {
+        then_start: Option<JobSelection>,
+    ) -> anyhow::Result<Option<Processes>> {
         self.reporter.step(task, "uploading packages and jobs");
         vm::upload(agent, self.blobs, &blobs_of(spec)).await?;
 
-        self.reporter.step(task, "applying");
+        self.reporter.step(task, if then_start.is_some() { "applying and starting" } else { "applying" });
         let package_versions: BTreeMap<&str, &str> =
             group.packages.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
-        agent
+        let applied = agent
             .apply(&ApplySpec {
                 deployment: deployment.to_string(),
                 instance: task.to_string(),
@@ -657,9 +665,10 @@ impl<'a> Deployer<'a> {
                     })
                     .collect(),
                 jobs: spec.jobs.iter().map(|(n, sha)| ApplyJob { name: n.clone(), sha256: sha.clone() }).collect(),
+                then_start,
             })
             .await?;
-        Ok(())
+        Ok(applied.started)
     }
 
     /// Moves an instance's data onto a new disk as the group now describes it, as BOSH does:
@@ -1006,7 +1015,7 @@ impl<'a> Deployer<'a> {
 }
 
 /// `start` of every job, answered once each process has run for the watch time's minimum (the
-/// agent holds that between 250 ms and 1 s; a longer minimum is waited by [`Deployer::wait_running`]).
+/// agent holds that between 100 ms and 1 s; a longer minimum is waited by [`Deployer::wait_running`]).
 fn settling_for((min_ms, _): (u64, u64)) -> JobSelection {
     JobSelection { jobs: Vec::new(), settle_ms: Some(min_ms) }
 }
