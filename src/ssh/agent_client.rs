@@ -479,8 +479,15 @@ pub async fn ensure_agent_binary(
     }
 
     // Written beside the target and renamed over it: a running agent keeps its old inode, and a
-    // cut connection never leaves a half-written binary where the agent is expected.
+    // cut connection never leaves a half-written binary where the agent is expected. The bytes
+    // come through the SSH channel's AEAD, so what arrives is what was sent or nothing; a cut
+    // connection ends `cat` early, which the size check catches (hashing 5 MB on every machine
+    // again would add CPU to every cold deploy for no further safety).
     let sha = &binary.sha256;
+    let io = |source| AgentCallError::Io { path: binary.path.clone(), source };
+    let _turn = bulk_transfer_turn().await;
+    let file = tokio::fs::File::open(&binary.path).await.map_err(io)?;
+    let size = file.metadata().await.map_err(io)?.len();
     let script = format!(
         "set -e\n\
          d={dir}\n\
@@ -488,18 +495,14 @@ pub async fn ensure_agent_binary(
          t=\"$d/.rosh.$$\"\n\
          trap 'rm -f \"$t\" \"$t.sha256\"' EXIT\n\
          cat > \"$t\"\n\
-         if command -v sha256sum >/dev/null 2>&1; then\n\
-           echo \"{sha}  $t\" | sha256sum -c --status || {{ echo 'the uploaded binary does not have digest {sha}' >&2; exit 3; }}\n\
-         fi\n\
+         got=$(wc -c < \"$t\")\n\
+         [ \"$got\" -eq {size} ] || {{ echo \"the agent binary arrived with $got of {size} bytes\" >&2; exit 3; }}\n\
          chmod 755 \"$t\"\n\
          mv -f \"$t\" {target}\n\
          echo {sha} > \"$t.sha256\"\n\
          mv -f \"$t.sha256\" {digest_file}\n",
         dir = shell_quote(&bin_dir),
     );
-    let io = |source| AgentCallError::Io { path: binary.path.clone(), source };
-    let _turn = bulk_transfer_turn().await;
-    let file = tokio::fs::File::open(&binary.path).await.map_err(io)?;
     let out = conn.exec(&script, file).await?;
     if !out.status.success() {
         return Err(install_failed(format!("{} ({}): {}", binary.path.display(), out.status, excerpt(&out.stderr))));
