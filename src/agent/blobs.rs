@@ -34,7 +34,8 @@ pub fn put(root: &Root, sha256: &str, input: &mut dyn Read) -> Result<StoredBlob
         .tempfile_in(&dir)
         .ctx(|| format!("creating a temp file in {}", dir.display()))?;
     let hashes = {
-        let mut writer = HashingWriter::new(io::BufWriter::with_capacity(COPY_BUFFER, tmp.as_file_mut()));
+        let mut writer =
+            HashingWriter::new(io::BufWriter::with_capacity(COPY_BUFFER, tmp.as_file_mut()), Hasher::sha256_only());
         copy(input, &mut writer).ctx(|| format!("receiving blob {sha256}"))?;
         let (inner, hashes) = writer.finish();
         inner.into_inner().map_err(|e| Error(format!("writing blob {sha256}: {}", e.error())))?;
@@ -74,7 +75,7 @@ pub fn get(root: &Root, sha256: &str, out: &mut dyn Write) -> Result<u64> {
         io::ErrorKind::NotFound => Error(format!("blob {sha256} is not on this VM")),
         _ => Error(format!("opening blob {sha256}: {e}")),
     })?;
-    let mut reader = DigestingReader::new(file);
+    let mut reader = DigestingReader::sha256_only(file);
     copy(&mut reader, out).ctx(|| format!("sending blob {sha256}"))?;
     out.flush().ctx(|| format!("sending blob {sha256}"))?;
     let hashes = reader.finish();
@@ -166,7 +167,7 @@ pub fn extract_verified(root: &Root, sha256: &str, source_name: &str, dest: &Pat
         io::ErrorKind::NotFound => Error(format!("{source_name}: blob {sha256} is not on the VM (put_blob it first)")),
         _ => Error(format!("opening blob {sha256}: {e}")),
     })?;
-    let mut reader = DigestingReader::new(BufReader::with_capacity(COPY_BUFFER, file));
+    let mut reader = DigestingReader::sha256_only(BufReader::with_capacity(COPY_BUFFER, file));
     if let Err(e) = archive::extract_to(&mut reader, source_name, dest) {
         let _ = fs::remove_dir_all(dest);
         return Err(Error(e.to_string()));
@@ -275,7 +276,8 @@ pub fn pack(root: &Root, dir: &Path, only: Option<&[String]>) -> Result<Hashes> 
         .tempfile_in(&blobs)
         .ctx(|| format!("creating a temp file in {}", blobs.display()))?;
     let hashes = {
-        let hashing = HashingWriter::new(io::BufWriter::with_capacity(COPY_BUFFER, tmp.as_file_mut()));
+        // A compiled package's SHA-1 goes into compiled releases' manifests, so both here.
+        let hashing = HashingWriter::new(io::BufWriter::with_capacity(COPY_BUFFER, tmp.as_file_mut()), Hasher::new());
         let gz = GzEncoder::new(hashing, Compression::default());
         let mut tar = tar::Builder::new(gz);
         tar.follow_symlinks(false);
@@ -369,8 +371,8 @@ struct HashingWriter<W> {
 }
 
 impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Hasher::new() }
+    fn new(inner: W, hasher: Hasher) -> Self {
+        HashingWriter { inner, hasher }
     }
 
     fn finish(self) -> (W, Hashes) {

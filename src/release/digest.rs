@@ -124,11 +124,18 @@ pub struct Hashes {
 }
 
 /// Incremental SHA-1 + SHA-256 + size, for callers that see the bytes as slices.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Hasher {
-    sha1: Sha1,
+    /// `None` when only SHA-256 is wanted ([`Hasher::sha256_only`]).
+    sha1: Option<Sha1>,
     sha256: Sha256,
     size: u64,
+}
+
+impl Default for Hasher {
+    fn default() -> Hasher {
+        Hasher { sha1: Some(Sha1::default()), sha256: Sha256::default(), size: 0 }
+    }
 }
 
 impl Hasher {
@@ -136,8 +143,16 @@ impl Hasher {
         Hasher::default()
     }
 
+    /// SHA-256 and size only (the finished [`Hashes::sha1`] is empty): half the work where
+    /// nothing reads a SHA-1, as on a VM taking blobs by their SHA-256.
+    pub fn sha256_only() -> Hasher {
+        Hasher { sha1: None, ..Hasher::default() }
+    }
+
     pub fn update(&mut self, bytes: &[u8]) {
-        self.sha1.update(bytes);
+        if let Some(sha1) = &mut self.sha1 {
+            sha1.update(bytes);
+        }
         self.sha256.update(bytes);
         self.size += bytes.len() as u64;
     }
@@ -148,7 +163,8 @@ impl Hasher {
     }
 
     pub fn finish(self) -> Hashes {
-        Hashes { sha1: hex(&self.sha1.finalize()), sha256: hex(&self.sha256.finalize()), size: self.size }
+        let sha1 = self.sha1.map(|sha1| hex(&sha1.finalize())).unwrap_or_default();
+        Hashes { sha1, sha256: hex(&self.sha256.finalize()), size: self.size }
     }
 }
 
@@ -172,6 +188,11 @@ pub struct DigestingReader<R> {
 impl<R: Read> DigestingReader<R> {
     pub fn new(inner: R) -> DigestingReader<R> {
         DigestingReader { inner, hasher: Hasher::new() }
+    }
+
+    /// A reader that hashes SHA-256 only (see [`Hasher::sha256_only`]).
+    pub fn sha256_only(inner: R) -> DigestingReader<R> {
+        DigestingReader { inner, hasher: Hasher::sha256_only() }
     }
 
     /// Bytes read so far.
@@ -276,5 +297,12 @@ mod tests {
         assert!(ExpectedDigest::Sha1(ABC_SHA1.into()).matches(&hashes));
         assert!(!ExpectedDigest::Sha256(ABC_SHA1.into()).matches(&hashes));
         assert_eq!(sha256_hex(b"abc"), ABC_SHA256);
+
+        // SHA-256 only: the same SHA-256 and size, no SHA-1 (so no SHA-1 digest matches it).
+        let mut reader = DigestingReader::sha256_only(&b"abc"[..]);
+        reader.read_to_end(&mut Vec::new()).unwrap();
+        let hashes = reader.finish();
+        assert_eq!(hashes, Hashes { sha1: String::new(), sha256: ABC_SHA256.into(), size: 3 });
+        assert!(!ExpectedDigest::Sha1(ABC_SHA1.into()).matches(&hashes));
     }
 }
