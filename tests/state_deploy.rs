@@ -576,8 +576,22 @@ fn an_orphaned_vm_leaves_its_instance_in_one_fact_and_is_listed_until_forgotten(
     assert_eq!(state.orphan_instance_vm("cf", "u-db").unwrap(), None);
     assert!(matches!(state.orphan_instance_vm("cf", "u-nobody").unwrap_err(), StateError::InstanceNotFound { .. }));
 
-    // The instance may take a new VM while the old one is an orphan.
+    // Given back while the instance has no VM: the instance's again, as clean as it was.
+    assert!(state.restore_orphaned_vm("local", "vm-old").unwrap());
+    let restored = state.instance("cf", "u-web").unwrap().unwrap();
+    assert_eq!(
+        restored.vm.as_ref().map(|vm| (vm.cid.as_str(), vm.ips.clone())),
+        Some(("vm-old", ips(&[("dyn", "10.0.9.4")])))
+    );
+    assert!(!restored.dirty);
+    assert!(state.orphaned_vms(None).unwrap().is_empty());
+    assert!(!state.restore_orphaned_vm("local", "vm-old").unwrap(), "nothing left to give back");
+    state.orphan_instance_vm("cf", "u-web").unwrap();
+
+    // The instance may take a new VM while the old one is an orphan; then it is not given back.
     state.set_instance_vm("cf", "u-web", Some(VmRef::new("vm-new", "local", endpoint("127.0.0.22"))), true).unwrap();
+    assert!(!state.restore_orphaned_vm("local", "vm-old").unwrap());
+    assert_eq!(state.instance("cf", "u-web").unwrap().unwrap().vm.unwrap().cid, "vm-new");
     let serial = state.forget_orphaned_vm("local", "vm-old").unwrap();
     assert!(state.orphaned_vms(None).unwrap().is_empty());
     let last = state.events(1).unwrap().remove(0);

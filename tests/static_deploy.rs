@@ -3,7 +3,8 @@
 //! local CPI. The director installs the small `rosh-agent` over SSH, the instances get the
 //! machines' addresses on a dynamic network and list each other in a rendered config, the
 //! scripts the jobs have run (and none is asked for where no job has one), an unchanged deploy
-//! logs into no machine, and deleting the deployment wipes the machines and frees them.
+//! logs into no machine, a create-swap-delete with no free machine leaves every instance on its
+//! machine, and deleting the deployment wipes the machines and frees them.
 
 mod common;
 #[path = "deploy_support/mod.rs"]
@@ -120,6 +121,27 @@ fn a_deployment_on_openssh_machines_installs_the_small_agent_converges_and_is_wi
     let again = director.deploy("rack", &manifest, "rack.yml", &[]).expect_ok();
     assert_eq!((again.unchanged, again.created, again.updated, again.packages_compiled), (2, 0, 0, 0), "{again:?}");
     assert_eq!(machines.iter().map(Sshd::accepted_logins).collect::<Vec<_>>(), logins);
+
+    // create-swap-delete with every machine taken: the canary's new VM cannot be made, so its
+    // machine stays its VM, untouched and still running, and nothing is left orphaned.
+    let mut swap = manifest.clone();
+    swap.0["update"]["vm_strategy"] = "create-swap-delete".into();
+    let vms_before: Vec<Option<String>> = records.iter().map(|r| r.vm.as_ref().map(|v| v.cid.clone())).collect();
+    let failed = director.deploy("rack", &swap, "rack.yml", &["--recreate"]);
+    assert!(!failed.ok, "there is no free machine for a new VM:\n{}", failed.stdout);
+    let said = format!("{}{}", failed.stdout, failed.stderr);
+    assert!(said.contains("static machines are claimed") && said.contains("is still the instance's VM"), "{said}");
+    let after = director.instances("rack");
+    let vms_after: Vec<Option<String>> = after.iter().map(|r| r.vm.as_ref().map(|v| v.cid.clone())).collect();
+    assert_eq!(vms_after, vms_before);
+    for record in &after {
+        assert!(!record.dirty, "{} is as it was", record.label());
+        director.assert_running(record);
+    }
+    let orphans: serde_json::Value = serde_json::from_str(&director.ok(&["orphaned-vms", "--json"])).unwrap();
+    assert_eq!(orphans, serde_json::json!([]));
+    let again = director.deploy("rack", &swap, "rack.yml", &[]).expect_ok();
+    assert_eq!((again.unchanged, again.created), (2, 0), "{again:?}");
 
     // Deleting the deployment stops the jobs and wipes the machines; both are free again.
     director.ok(&["-d", "rack", "delete-deployment", "-n"]);

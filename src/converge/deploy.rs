@@ -510,7 +510,22 @@ impl<'a> Deployer<'a> {
                     Some(old) => format!("{uuid}/{}", old.vm.cid),
                     None => uuid.clone(),
                 };
-                let (agent, endpoint) = self.create_vm(deployment, w, &agent_id, &cpi_name, cpi.as_ref()).await?;
+                let (agent, endpoint) = match self.create_vm(deployment, w, &agent_id, &cpi_name, cpi.as_ref()).await {
+                    Ok(made) => made,
+                    Err(e) => {
+                        // No new VM (the CPI had no room, say): the old one, untouched and still
+                        // running, stays the instance's.
+                        if let Some(old) = &swapped_out
+                            && self.state.restore_orphaned_vm(&old.vm.cpi, &old.vm.cid)?
+                        {
+                            return Err(e.context(format!(
+                                "no new VM for the create-swap-delete; {} is still the instance's VM",
+                                old.vm.cid
+                            )));
+                        }
+                        return Err(e);
+                    }
+                };
                 if let Some(old) = &swapped_out {
                     // Everything the new VM needs goes up while the old one still serves; then
                     // the old one stops and lets go of the disk.

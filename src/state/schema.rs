@@ -319,12 +319,15 @@ CREATE TABLE orphaned_vms (
     },
     Migration {
         version: 7,
-        description: "IPs the CPI gave VMs",
+        description: "IPs the CPI gave VMs; orphaned VMs remember their instance's dirty flag",
         sql: r#"
 -- Network name -> IP, as JSON, for networks where the infrastructure assigns the address
 -- (dynamic): what create_vm answered. NULL when the VM has none (every VM made before this).
 ALTER TABLE instances ADD COLUMN vm_ips_json TEXT;
 ALTER TABLE orphaned_vms ADD COLUMN vm_ips_json TEXT;
+-- Whether the instance was dirty when the VM left it, so giving the VM back (no new VM could
+-- be made) restores the instance as it was.
+ALTER TABLE orphaned_vms ADD COLUMN instance_was_dirty INTEGER NOT NULL DEFAULT 1;
 "#,
     },
 ];

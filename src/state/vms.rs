@@ -30,7 +30,7 @@ impl State {
     /// fact. Answers the VM, `None` (and changes nothing) when the instance has none.
     pub fn orphan_instance_vm(&self, deployment: &str, uuid: &str) -> Result<Option<OrphanedVm>> {
         self.write(|tx| {
-            let Some((id, group, vm)) = instance_vm(tx, deployment, uuid)? else {
+            let Some((id, group, vm, was_dirty)) = instance_vm(tx, deployment, uuid)? else {
                 return Err(StateError::InstanceNotFound {
                     deployment: deployment.to_string(),
                     uuid: uuid.to_string(),
@@ -41,10 +41,20 @@ impl State {
             tx.execute(
                 &format!(
                     "INSERT INTO orphaned_vms (vm_cid, vm_cpi, vm_endpoint_json, vm_created_at, deployment, instance,
-                                               instance_uuid, orphaned_at, vm_ips_json)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, {NOW}, ?8)"
+                                               instance_uuid, orphaned_at, vm_ips_json, instance_was_dirty)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, {NOW}, ?8, ?9)"
                 ),
-                params![vm.cid, vm.cpi, vm.endpoint_json, vm.created_at, deployment, instance, uuid, vm.ips_json()],
+                params![
+                    vm.cid,
+                    vm.cpi,
+                    vm.endpoint_json,
+                    vm.created_at,
+                    deployment,
+                    instance,
+                    uuid,
+                    vm.ips_json(),
+                    was_dirty
+                ],
             )?;
             tx.execute(
                 &format!(
@@ -62,6 +72,43 @@ impl State {
             )?;
             let orphaned = by_cid(tx, &vm.cpi, &vm.cid)?.expect("just inserted");
             Ok(Some(orphaned))
+        })
+    }
+
+    /// Gives an orphaned VM back to the instance it was orphaned from, as dirty as it was then,
+    /// when that instance has no VM (a create-swap-delete whose new VM could not be made: the old one
+    /// still runs and stays the instance's). Answers whether it did; with the instance holding
+    /// another VM, or gone, the VM stays orphaned.
+    pub fn restore_orphaned_vm(&self, cpi: &str, cid: &str) -> Result<bool> {
+        self.write(|tx| {
+            let Some(orphan) = by_cid(tx, cpi, cid)? else { return Ok(false) };
+            match instance_vm(tx, &orphan.deployment, &orphan.instance_uuid)? {
+                Some((id, _, None, _)) => {
+                    let vm = &orphan.vm;
+                    let was_dirty: bool = tx.query_row(
+                        "SELECT instance_was_dirty FROM orphaned_vms WHERE vm_cpi = ?1 AND vm_cid = ?2",
+                        [cpi, cid],
+                        |r| r.get(0),
+                    )?;
+                    tx.execute(
+                        &format!(
+                            "UPDATE instances SET vm_cid = ?2, vm_cpi = ?3, vm_endpoint_json = ?4, vm_created_at = ?5,
+                                 vm_ips_json = ?6, dirty = ?7, updated_at = {NOW}
+                             WHERE id = ?1"
+                        ),
+                        params![id, vm.cid, vm.cpi, vm.endpoint_json, vm.created_at, vm.ips_json(), was_dirty],
+                    )?;
+                    tx.execute("DELETE FROM orphaned_vms WHERE vm_cpi = ?1 AND vm_cid = ?2", [cpi, cid])?;
+                    record_fact(
+                        tx,
+                        &Event::new("restore", "vm", cid)
+                            .deployment(&orphan.deployment)
+                            .context(format!("instance {}'s again: no VM replaced it", orphan.instance)),
+                    )?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
         })
     }
 
@@ -115,11 +162,11 @@ fn by_cid(conn: &Connection, cpi: &str, cid: &str) -> Result<Option<OrphanedVm>>
         .optional()?)
 }
 
-/// An instance's row id, group and VM.
-fn instance_vm(conn: &Connection, deployment: &str, uuid: &str) -> Result<Option<(i64, String, Option<VmRef>)>> {
+/// An instance's row id, group, VM and dirty flag.
+fn instance_vm(conn: &Connection, deployment: &str, uuid: &str) -> Result<Option<(i64, String, Option<VmRef>, bool)>> {
     Ok(conn
         .query_row(
-            "SELECT i.id, i.group_name, i.vm_cid, i.vm_cpi, i.vm_endpoint_json, i.vm_created_at, i.vm_ips_json
+            "SELECT i.id, i.group_name, i.vm_cid, i.vm_cpi, i.vm_endpoint_json, i.vm_created_at, i.vm_ips_json, i.dirty
              FROM instances i JOIN deployments d ON d.id = i.deployment_id
              WHERE d.name = ?1 AND i.uuid = ?2",
             [deployment, uuid],
@@ -134,7 +181,7 @@ fn instance_vm(conn: &Connection, deployment: &str, uuid: &str) -> Result<Option
                     }),
                     _ => None,
                 };
-                Ok((r.get(0)?, r.get(1)?, vm))
+                Ok((r.get(0)?, r.get(1)?, vm, r.get(7)?))
             },
         )
         .optional()?)
