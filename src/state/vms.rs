@@ -30,7 +30,7 @@ impl State {
     /// fact. Answers the VM, `None` (and changes nothing) when the instance has none.
     pub fn orphan_instance_vm(&self, deployment: &str, uuid: &str) -> Result<Option<OrphanedVm>> {
         self.write(|tx| {
-            let Some((id, group, vm, was_dirty)) = instance_vm(tx, deployment, uuid)? else {
+            let Some(InstanceVm { id, group, vm, dirty: was_dirty }) = instance_vm(tx, deployment, uuid)? else {
                 return Err(StateError::InstanceNotFound {
                     deployment: deployment.to_string(),
                     uuid: uuid.to_string(),
@@ -83,7 +83,7 @@ impl State {
         self.write(|tx| {
             let Some(orphan) = by_cid(tx, cpi, cid)? else { return Ok(false) };
             match instance_vm(tx, &orphan.deployment, &orphan.instance_uuid)? {
-                Some((id, _, None, _)) => {
+                Some(InstanceVm { id, vm: None, .. }) => {
                     let vm = &orphan.vm;
                     let was_dirty: bool = tx.query_row(
                         "SELECT instance_was_dirty FROM orphaned_vms WHERE vm_cpi = ?1 AND vm_cid = ?2",
@@ -162,8 +162,16 @@ fn by_cid(conn: &Connection, cpi: &str, cid: &str) -> Result<Option<OrphanedVm>>
         .optional()?)
 }
 
+/// What moving a VM in or out of an instance's record needs to know of the instance.
+struct InstanceVm {
+    id: i64,
+    group: String,
+    vm: Option<VmRef>,
+    dirty: bool,
+}
+
 /// An instance's row id, group, VM and dirty flag.
-fn instance_vm(conn: &Connection, deployment: &str, uuid: &str) -> Result<Option<(i64, String, Option<VmRef>, bool)>> {
+fn instance_vm(conn: &Connection, deployment: &str, uuid: &str) -> Result<Option<InstanceVm>> {
     Ok(conn
         .query_row(
             "SELECT i.id, i.group_name, i.vm_cid, i.vm_cpi, i.vm_endpoint_json, i.vm_created_at, i.vm_ips_json, i.dirty
@@ -181,7 +189,7 @@ fn instance_vm(conn: &Connection, deployment: &str, uuid: &str) -> Result<Option
                     }),
                     _ => None,
                 };
-                Ok((r.get(0)?, r.get(1)?, vm, r.get(7)?))
+                Ok(InstanceVm { id: r.get(0)?, group: r.get(1)?, vm, dirty: r.get(7)? })
             },
         )
         .optional()?)
