@@ -98,13 +98,8 @@ impl State {
                         ),
                         params![id, vm.cid, vm.cpi, vm.endpoint_json, vm.created_at, vm.ips_json(), was_dirty],
                     )?;
-                    tx.execute("DELETE FROM orphaned_vms WHERE vm_cpi = ?1 AND vm_cid = ?2", [cpi, cid])?;
-                    record_fact(
-                        tx,
-                        &Event::new("restore", "vm", cid)
-                            .deployment(&orphan.deployment)
-                            .context(format!("instance {}'s again: no VM replaced it", orphan.instance)),
-                    )?;
+                    let why = format!("instance {}'s again: no VM replaced it", orphan.instance);
+                    drop_row(tx, &orphan, "restore", why)?;
                     Ok(true)
                 }
                 _ => Ok(false),
@@ -126,15 +121,16 @@ impl State {
     pub fn forget_orphaned_vm(&self, cpi: &str, cid: &str) -> Result<u64> {
         self.write(|tx| {
             let Some(orphan) = by_cid(tx, cpi, cid)? else { return Ok(read_serial(tx)?) };
-            tx.execute("DELETE FROM orphaned_vms WHERE vm_cpi = ?1 AND vm_cid = ?2", [cpi, cid])?;
-            record_fact(
-                tx,
-                &Event::new("delete", "vm", cid)
-                    .deployment(&orphan.deployment)
-                    .context(format!("orphaned, was instance {}'s", orphan.instance)),
-            )
+            let why = format!("orphaned, was instance {}'s", orphan.instance);
+            drop_row(tx, &orphan, "delete", why)
         })
     }
+}
+
+/// Removes an orphaned VM's row, recording `action` on the VM with `why`.
+fn drop_row(tx: &rusqlite::Transaction<'_>, orphan: &OrphanedVm, action: &str, why: String) -> Result<u64> {
+    tx.execute("DELETE FROM orphaned_vms WHERE vm_cpi = ?1 AND vm_cid = ?2", [&orphan.vm.cpi, &orphan.vm.cid])?;
+    record_fact(tx, &Event::new(action, "vm", &orphan.vm.cid).deployment(&orphan.deployment).context(why))
 }
 
 const COLUMNS: &str =
