@@ -1,9 +1,11 @@
 //! The agent verbs: decode the request, do the work against the root, encode the answer.
 //!
 //! Owns the dispatch from a verb name to its implementation ([`run_verb`]) and the verbs that
-//! are not just blob moves: `get_state`, `apply`, `start`/`stop` (through the supervisor's
-//! socket, starting the daemon when none answers), `drain`, `run_script`, `compile_package`,
-//! `fetch_logs`, `mount_disk`/`unmount_disk`, `wipe`, `version`. Every verb is blocking code on
+//! are not just blob moves: `get_state`, `apply` (which also starts the jobs when asked to),
+//! `start`/`stop` (through the supervisor's socket, starting the daemon when none answers),
+//! `drain`, `run_script`, `compile_package`, `fetch_logs`, `mount_disk`/`unmount_disk`,
+//! `migrate_disk` (a persistent disk's data onto a second disk attached beside it), `wipe`,
+//! `version`. Every verb is blocking code on
 //! a reader and a writer; the SSH server runs it on a blocking thread, the CLI on stdin/stdout.
 //!
 //! Verbs that change `packages/`, `jobs/` or the state files hold the root's agent lock, so
