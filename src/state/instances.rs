@@ -292,24 +292,7 @@ impl State {
             if let Some(vm) = &vm {
                 check_vm_free(tx, vm, Some(id))?;
             }
-            let now = now(tx)?;
-            let created_at =
-                vm.as_ref().map(|v| if v.created_at.is_empty() { now.clone() } else { v.created_at.clone() });
-            tx.execute(
-                "UPDATE instances SET vm_cid = ?2, vm_cpi = ?3, vm_endpoint_json = ?4, vm_created_at = ?5, dirty = ?6,
-                     updated_at = ?7, vm_ips_json = ?8
-                 WHERE id = ?1",
-                params![
-                    id,
-                    vm.as_ref().map(|v| &v.cid),
-                    vm.as_ref().map(|v| &v.cpi),
-                    vm.as_ref().map(|v| &v.endpoint_json),
-                    created_at,
-                    dirty,
-                    now,
-                    vm.as_ref().and_then(VmRef::ips_json)
-                ],
-            )?;
+            write_vm(tx, id, vm.as_ref(), dirty)?;
             let event = match (&old.vm, &vm) {
                 (_, Some(new)) if !old.vm.as_ref().is_some_and(|o| o.same_vm(new)) => {
                     Event::new("create", "vm", &new.cid).context(format!("for instance {}", old.label()))
@@ -513,7 +496,30 @@ fn check_vm_free(conn: &Connection, vm: &VmRef, own_id: Option<i64>) -> Result<(
     }
 }
 
-fn find(conn: &Connection, deployment: &str, uuid: &str) -> Result<Option<(i64, InstanceRecord)>> {
+/// Sets the VM columns of instance row `id` (no VM with `None`; a VM without a creation time is
+/// stamped now) and its dirty flag: the one place that writes them.
+pub(super) fn write_vm(tx: &Transaction<'_>, id: i64, vm: Option<&VmRef>, dirty: bool) -> Result<()> {
+    let now = now(tx)?;
+    let created_at = vm.map(|v| if v.created_at.is_empty() { now.clone() } else { v.created_at.clone() });
+    tx.execute(
+        "UPDATE instances SET vm_cid = ?2, vm_cpi = ?3, vm_endpoint_json = ?4, vm_created_at = ?5, dirty = ?6,
+             updated_at = ?7, vm_ips_json = ?8
+         WHERE id = ?1",
+        params![
+            id,
+            vm.map(|v| &v.cid),
+            vm.map(|v| &v.cpi),
+            vm.map(|v| &v.endpoint_json),
+            created_at,
+            dirty,
+            now,
+            vm.and_then(VmRef::ips_json)
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn find(conn: &Connection, deployment: &str, uuid: &str) -> Result<Option<(i64, InstanceRecord)>> {
     let Some(deployment_id) = find_deployment(conn, deployment)? else { return Ok(None) };
     Ok(load(conn, deployment, deployment_id, Some(uuid))?.into_iter().next())
 }

@@ -10,7 +10,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::instances::{VmRef, ips_from_json};
+use super::instances::{VmRef, find, ips_from_json, write_vm};
 use super::{Event, NOW, Result, State, StateError, read_serial, record_fact};
 
 /// A VM no instance owns, waiting to be deleted.
@@ -30,14 +30,14 @@ impl State {
     /// fact. Answers the VM, `None` (and changes nothing) when the instance has none.
     pub fn orphan_instance_vm(&self, deployment: &str, uuid: &str) -> Result<Option<OrphanedVm>> {
         self.write(|tx| {
-            let Some(InstanceVm { id, group, vm, dirty: was_dirty }) = instance_vm(tx, deployment, uuid)? else {
+            let Some((id, record)) = find(tx, deployment, uuid)? else {
                 return Err(StateError::InstanceNotFound {
                     deployment: deployment.to_string(),
                     uuid: uuid.to_string(),
                 });
             };
-            let Some(vm) = vm else { return Ok(None) };
-            let instance = format!("{group}/{uuid}");
+            let Some(vm) = &record.vm else { return Ok(None) };
+            let instance = record.label();
             tx.execute(
                 &format!(
                     "INSERT INTO orphaned_vms (vm_cid, vm_cpi, vm_endpoint_json, vm_created_at, deployment, instance,
@@ -53,17 +53,10 @@ impl State {
                     instance,
                     uuid,
                     vm.ips_json(),
-                    was_dirty
+                    record.dirty
                 ],
             )?;
-            tx.execute(
-                &format!(
-                    "UPDATE instances SET vm_cid = NULL, vm_cpi = NULL, vm_endpoint_json = NULL, vm_created_at = NULL,
-                         vm_ips_json = NULL, dirty = 1, updated_at = {NOW}
-                     WHERE id = ?1"
-                ),
-                [id],
-            )?;
+            write_vm(tx, id, None, true)?;
             record_fact(
                 tx,
                 &Event::new("orphan", "vm", &vm.cid)
@@ -76,28 +69,20 @@ impl State {
     }
 
     /// Gives an orphaned VM back to the instance it was orphaned from, as dirty as it was then,
-    /// when that instance has no VM (a create-swap-delete whose new VM could not be made: the old one
-    /// still runs and stays the instance's). Answers whether it did; with the instance holding
-    /// another VM, or gone, the VM stays orphaned.
+    /// when that instance has no VM (a create-swap-delete whose new VM could not be made: the
+    /// old one still runs and stays the instance's). Answers whether it did; with the instance
+    /// holding another VM, or gone, the VM stays orphaned.
     pub fn restore_orphaned_vm(&self, cpi: &str, cid: &str) -> Result<bool> {
         self.write(|tx| {
             let Some(orphan) = by_cid(tx, cpi, cid)? else { return Ok(false) };
-            match instance_vm(tx, &orphan.deployment, &orphan.instance_uuid)? {
-                Some(InstanceVm { id, vm: None, .. }) => {
-                    let vm = &orphan.vm;
+            match find(tx, &orphan.deployment, &orphan.instance_uuid)? {
+                Some((id, record)) if record.vm.is_none() => {
                     let was_dirty: bool = tx.query_row(
                         "SELECT instance_was_dirty FROM orphaned_vms WHERE vm_cpi = ?1 AND vm_cid = ?2",
                         [cpi, cid],
                         |r| r.get(0),
                     )?;
-                    tx.execute(
-                        &format!(
-                            "UPDATE instances SET vm_cid = ?2, vm_cpi = ?3, vm_endpoint_json = ?4, vm_created_at = ?5,
-                                 vm_ips_json = ?6, dirty = ?7, updated_at = {NOW}
-                             WHERE id = ?1"
-                        ),
-                        params![id, vm.cid, vm.cpi, vm.endpoint_json, vm.created_at, vm.ips_json(), was_dirty],
-                    )?;
+                    write_vm(tx, id, Some(&orphan.vm), was_dirty)?;
                     let why = format!("instance {}'s again: no VM replaced it", orphan.instance);
                     drop_row(tx, &orphan, "restore", why)?;
                     Ok(true)
@@ -155,38 +140,5 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrphanedVm> {
 fn by_cid(conn: &Connection, cpi: &str, cid: &str) -> Result<Option<OrphanedVm>> {
     Ok(conn
         .query_row(&format!("SELECT {COLUMNS} FROM orphaned_vms WHERE vm_cpi = ?1 AND vm_cid = ?2"), [cpi, cid], row)
-        .optional()?)
-}
-
-/// What moving a VM in or out of an instance's record needs to know of the instance.
-struct InstanceVm {
-    id: i64,
-    group: String,
-    vm: Option<VmRef>,
-    dirty: bool,
-}
-
-/// An instance's row id, group, VM and dirty flag.
-fn instance_vm(conn: &Connection, deployment: &str, uuid: &str) -> Result<Option<InstanceVm>> {
-    Ok(conn
-        .query_row(
-            "SELECT i.id, i.group_name, i.vm_cid, i.vm_cpi, i.vm_endpoint_json, i.vm_created_at, i.vm_ips_json, i.dirty
-             FROM instances i JOIN deployments d ON d.id = i.deployment_id
-             WHERE d.name = ?1 AND i.uuid = ?2",
-            [deployment, uuid],
-            |r| {
-                let vm = match (r.get::<_, Option<String>>(2)?, r.get::<_, Option<String>>(3)?) {
-                    (Some(cid), Some(cpi)) => Some(VmRef {
-                        cid,
-                        cpi,
-                        endpoint_json: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
-                        created_at: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
-                        ips: ips_from_json(r.get(6)?),
-                    }),
-                    _ => None,
-                };
-                Ok(InstanceVm { id: r.get(0)?, group: r.get(1)?, vm, dirty: r.get(7)? })
-            },
-        )
         .optional()?)
 }
