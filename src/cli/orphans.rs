@@ -11,10 +11,10 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use rosh_cpi::{Cid, ErrorKind};
 
 use super::deploy::Director;
 use super::ops::{print_table, runtime};
+use crate::converge::vm;
 
 #[derive(Debug, clap::Args)]
 pub struct DisksArgs {
@@ -92,12 +92,10 @@ pub fn delete_disk(args: DeleteDiskArgs) -> anyhow::Result<ExitCode> {
     let (_, cpi) = cpis
         .get(Some(&disk.cpi))
         .with_context(|| format!("disk {} is on CPI `{}`, which the CPI config no longer has", disk.cid, disk.cpi))?;
-    match runtime()?.block_on(cpi.delete_disk(Cid(disk.cid.clone()))) {
-        Ok(()) => {}
-        // Already gone in the cloud: only the record is left to remove.
-        Err(e) if e.kind == ErrorKind::DiskNotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("deleting disk {} on CPI {}", disk.cid, disk.cpi)),
-    }
+    // Already gone in the cloud counts as deleted: only the record is left to remove.
+    runtime()?
+        .block_on(vm::delete_disk(cpi.as_ref(), &disk.cid))
+        .with_context(|| format!("deleting disk {} on CPI {}", disk.cid, disk.cpi))?;
     state.delete_disk_record(&disk.cid)?;
     if args.json {
         println!("{}", serde_json::json!({ "deleted": disk.cid, "size_mb": disk.size_mb, "cpi": disk.cpi }));

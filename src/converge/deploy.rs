@@ -553,11 +553,7 @@ impl<'a> Deployer<'a> {
                 self.reporter.step(task, "detaching disk");
                 agent.unmount_disk(&MountDisk { disk_id: disk.cid.clone(), hint: Value::Null }).await?;
                 let vm_cid = self.vm_cid(name, uuid)?;
-                match cpi.detach_disk(DiskAttachment { vm_cid, disk_cid: Cid(disk.cid.clone()) }).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind == rosh_cpi::ErrorKind::DiskNotAttached => {}
-                    Err(e) => return Err(e).context("detaching the persistent disk"),
-                }
+                vm::detach_disk(cpi.as_ref(), &vm_cid.0, &disk.cid).await.context("detaching the persistent disk")?;
             }
             match change {
                 DiskChange::Resize { to_mb, .. } => {
@@ -736,12 +732,8 @@ impl<'a> Deployer<'a> {
             .await
             .with_context(|| format!("copying the data of disk {} to disk {}", old.cid, new.cid))?;
         agent.unmount_disk(&MountDisk { disk_id: old.cid.clone(), hint: Value::Null }).await?;
-        for disk_cid in [Cid(old.cid.clone()), cid.clone()] {
-            match cpi.detach_disk(DiskAttachment { vm_cid: vm_cid.clone(), disk_cid }).await {
-                Ok(()) => {}
-                Err(e) if e.kind == rosh_cpi::ErrorKind::DiskNotAttached => {}
-                Err(e) => return Err(e).context("detaching a disk during its migration"),
-            }
+        for disk_cid in [&old.cid, &cid.0] {
+            vm::detach_disk(cpi, &vm_cid.0, disk_cid).await.context("detaching a disk during its migration")?;
         }
         let hint = cpi.attach_disk(DiskAttachment { vm_cid, disk_cid: cid }).await?;
         agent.mount_disk(&MountDisk { disk_id: new.cid.clone(), hint }).await?;
@@ -861,7 +853,7 @@ impl<'a> Deployer<'a> {
         self.state.set_instance_dirty(deployment, uuid, true)?;
         let disk = self.state.instance_disk(deployment, uuid)?.map(|d| d.cid);
         self.let_go(vm, disk.as_deref(), cpi).await?;
-        delete_vm(cpi, &vm.cid).await?;
+        vm::delete_vm(cpi, &vm.cid).await?;
         self.state.set_instance_vm(deployment, uuid, None, true)?;
         Ok(())
     }
@@ -886,11 +878,12 @@ impl<'a> Deployer<'a> {
             }
         }
         if let Some(disk) = disk {
-            let attachment = DiskAttachment { vm_cid: Cid(vm.cid.clone()), disk_cid: Cid(disk.to_string()) };
-            match cpi.detach_disk(attachment).await {
-                Ok(()) => {}
-                Err(e) if matches!(e.kind, rosh_cpi::ErrorKind::DiskNotAttached | rosh_cpi::ErrorKind::VmNotFound) => {}
-                Err(e) => return Err(e).context("detaching the persistent disk"),
+            match vm::detach_disk(cpi, &vm.cid, disk).await {
+                // A VM that is gone holds no disk.
+                Err(e) if e.kind != rosh_cpi::ErrorKind::VmNotFound => {
+                    return Err(e).context("detaching the persistent disk");
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -899,7 +892,7 @@ impl<'a> Deployer<'a> {
     /// Deletes an orphaned VM through its CPI and forgets it.
     async fn delete_orphaned_vm(&self, orphan: &OrphanedVm) -> anyhow::Result<()> {
         let (_, cpi) = self.cpis.get(Some(&orphan.vm.cpi))?;
-        delete_vm(cpi.as_ref(), &orphan.vm.cid).await?;
+        vm::delete_vm(cpi.as_ref(), &orphan.vm.cid).await?;
         self.state.forget_orphaned_vm(&orphan.vm.cpi, &orphan.vm.cid)?;
         Ok(())
     }
@@ -1049,15 +1042,6 @@ fn assigned_ips(instance: &DesiredInstance, reported: &BTreeMap<String, NetworkS
 /// Every blob an instance spec puts on its VM: compiled packages and rendered jobs.
 fn blobs_of(spec: &InstanceSpec) -> Vec<String> {
     spec.packages.values().chain(spec.jobs.values()).cloned().collect()
-}
-
-/// Has the CPI delete VM `cid`; one already gone is deleted.
-async fn delete_vm(cpi: &dyn Cpi, cid: &str) -> anyhow::Result<()> {
-    match cpi.delete_vm(Cid(cid.to_string())).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind == rosh_cpi::ErrorKind::VmNotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("deleting VM {cid}")),
-    }
 }
 
 /// The record of an instance that has no VM yet.

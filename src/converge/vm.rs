@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rosh_cpi::{Cid, Cpi, SshEndpoint};
+use rosh_cpi::{Cid, Cpi, CpiError, DiskAttachment, ErrorKind, SshEndpoint};
 
 use crate::blobstore::{Blobstore, ExpectedDigest, LocalBlobstore};
 use crate::ssh::agent_client::{AgentBinary, AgentClient, UploadSummary, ensure_agent_binary};
@@ -55,11 +55,32 @@ pub struct TempVm {
 impl TempVm {
     pub async fn delete(self, cpi: &dyn Cpi) -> anyhow::Result<()> {
         self.agent.connection().close().await;
-        match cpi.delete_vm(self.cid.clone()).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind == rosh_cpi::ErrorKind::VmNotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("deleting VM {}", self.cid)),
-        }
+        delete_vm(cpi, &self.cid.0).await
+    }
+}
+
+/// Has the CPI delete VM `cid`; one already gone is deleted.
+pub async fn delete_vm(cpi: &dyn Cpi, cid: &str) -> anyhow::Result<()> {
+    match cpi.delete_vm(Cid(cid.to_string())).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind == ErrorKind::VmNotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("deleting VM {cid}")),
+    }
+}
+
+/// Has the CPI detach disk `disk` from VM `vm`; a disk not attached to it is detached already.
+pub async fn detach_disk(cpi: &dyn Cpi, vm: &str, disk: &str) -> Result<(), CpiError> {
+    match cpi.detach_disk(DiskAttachment { vm_cid: Cid(vm.to_string()), disk_cid: Cid(disk.to_string()) }).await {
+        Err(e) if e.kind == ErrorKind::DiskNotAttached => Ok(()),
+        other => other,
+    }
+}
+
+/// Has the CPI delete disk `cid`; one already gone is deleted.
+pub async fn delete_disk(cpi: &dyn Cpi, cid: &str) -> Result<(), CpiError> {
+    match cpi.delete_disk(Cid(cid.to_string())).await {
+        Err(e) if e.kind == ErrorKind::DiskNotFound => Ok(()),
+        other => other,
     }
 }
 

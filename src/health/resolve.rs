@@ -159,20 +159,13 @@ impl Repairer<'_> {
                     .ok_or_else(|| anyhow!("disk {cid} is no longer in the state"))?;
                 let (_, cpi) = self.cpis.get(Some(&disk.cpi))?;
                 if let Some(vm) = &record.vm {
-                    match cpi
-                        .detach_disk(DiskAttachment { vm_cid: Cid(vm.cid.clone()), disk_cid: Cid(cid.to_string()) })
-                        .await
-                    {
-                        Ok(()) => {}
-                        Err(e) if matches!(e.kind, ErrorKind::DiskNotAttached | ErrorKind::VmNotFound) => {}
-                        Err(e) => return Err(e).context("detaching the disk"),
+                    match crate::converge::vm::detach_disk(cpi.as_ref(), &vm.cid, cid).await {
+                        // A VM that is gone holds no disk.
+                        Err(e) if e.kind != ErrorKind::VmNotFound => return Err(e).context("detaching the disk"),
+                        _ => {}
                     }
                 }
-                match cpi.delete_disk(Cid(cid.to_string())).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind == ErrorKind::DiskNotFound => {}
-                    Err(e) => return Err(e).context("deleting the disk"),
-                }
+                crate::converge::vm::delete_disk(cpi.as_ref(), cid).await.context("deleting the disk")?;
                 self.state.delete_disk_record(cid)?;
                 Ok(())
             }
