@@ -443,8 +443,10 @@ impl<'a> Deployer<'a> {
         let (cpi_name, cpi) = self.cpis.get(w.instance.cpi.as_deref())?;
         let name = &deployment.name;
         let uuid = &w.instance.id;
-        // create-swap-delete: the old VM, deleted once the new one runs.
+        // create-swap-delete: the old VM, deleted once the new one runs, and the new VM's spec,
+        // rendered before the old one stops.
         let mut swapped_out = None;
+        let mut rendered = None;
         let (agent, endpoint, fresh_vm) = match w.action {
             Action::NoOp | Action::Delete => return Ok(()),
             Action::Restart => {
@@ -532,6 +534,7 @@ impl<'a> Deployer<'a> {
                     let spec = self.instance_spec(deployment, w.group, w.instance, compiled, &endpoint.root)?;
                     self.reporter.step(task, "uploading packages and jobs");
                     vm::upload(&agent, self.blobs, &blobs_of(&spec)).await?;
+                    rendered = Some(spec);
                     self.reporter.step(task, &format!("stopping old VM {}", old.vm.cid));
                     let (_, old_cpi) = self.cpis.get(Some(&old.vm.cpi))?;
                     let disk = self.state.instance_disk(name, uuid)?.map(|d| d.cid);
@@ -615,7 +618,10 @@ impl<'a> Deployer<'a> {
             }
         }
 
-        let spec = self.instance_spec(deployment, w.group, w.instance, compiled, &endpoint.root)?;
+        let spec = match rendered {
+            Some(spec) => spec,
+            None => self.instance_spec(deployment, w.group, w.instance, compiled, &endpoint.root)?,
+        };
         // A canary is watched for canary_watch_time (as BOSH does), the others for update_watch_time.
         let watch = if canary { w.group.update.canary_watch_time } else { w.group.update.update_watch_time };
         // With no pre-start script to run in between, apply starts the jobs in the same call.
