@@ -73,21 +73,18 @@ pub fn disks(args: DisksArgs) -> anyhow::Result<ExitCode> {
 pub fn delete_disk(args: DeleteDiskArgs) -> anyhow::Result<ExitCode> {
     let director = Director::open()?;
     let state = &director.state;
-    let Some(disk) = state.orphaned_disks()?.into_iter().find(|d| d.cid == args.cid) else {
-        let in_use = state.deployments()?.into_iter().find_map(|dep| {
-            let disks = state.disks(&dep.name).ok()?;
-            disks.into_iter().find(|d| d.cid == args.cid).map(|d| (dep.name, d.instance_uuid))
-        });
-        match in_use {
-            Some((deployment, instance)) => bail!(
-                "disk {} is not orphaned: it belongs to instance {} of deployment `{deployment}`; \
-                 it is orphaned when its instance leaves the manifest or loses its persistent disk",
-                args.cid,
-                instance.unwrap_or_else(|| "?".into())
-            ),
-            None => bail!("no orphaned disk {} on record (see `rosh disks --orphaned`)", args.cid),
-        }
+    let Some(disk) = state.disk(&args.cid)? else {
+        bail!("no orphaned disk {} on record (see `rosh disks --orphaned`)", args.cid)
     };
+    if disk.orphaned_at.is_none() {
+        bail!(
+            "disk {} is not orphaned: it belongs to instance {} of deployment `{}`; \
+             it is orphaned when its instance leaves the manifest or loses its persistent disk",
+            disk.cid,
+            disk.instance_uuid.as_deref().unwrap_or("?"),
+            disk.deployment
+        );
+    }
     let cpis = director.cpis()?;
     let (_, cpi) = cpis
         .get(Some(&disk.cpi))

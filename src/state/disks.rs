@@ -86,6 +86,11 @@ impl State {
         query(&self.conn(), "WHERE orphaned_at IS NOT NULL ORDER BY orphaned_at, id", ())
     }
 
+    /// The disk with cid `cid`, in use or orphaned.
+    pub fn disk(&self, cid: &str) -> Result<Option<DiskRecord>> {
+        by_cid(&self.conn(), cid)
+    }
+
     /// Forgets the disk (after the CPI deleted it).
     pub fn delete_disk_record(&self, cid: &str) -> Result<u64> {
         self.write(|tx| {
