@@ -5,8 +5,8 @@
 //! `start`/`stop` (through the supervisor's socket, starting the daemon when none answers),
 //! `drain`, `run_script`, `compile_package`, `fetch_logs`, `mount_disk`/`unmount_disk`,
 //! `migrate_disk` (a persistent disk's data onto a second disk attached beside it), `wipe`,
-//! `version`. Every verb is blocking code on
-//! a reader and a writer; the SSH server runs it on a blocking thread, the CLI on stdin/stdout.
+//! `version`. Every verb is blocking code on a reader and a writer; the SSH server runs it on a
+//! blocking thread, the CLI on stdin/stdout.
 //!
 //! Verbs that change `packages/`, `jobs/` or the state files hold the root's agent lock, so
 //! concurrent execs on one VM (the director runs several per connection) cannot interleave.
@@ -521,13 +521,15 @@ fn disk_id_in(dir: &Path) -> Option<String> {
     fs::read_to_string(dir.join(DISK_ID_FILE)).ok().map(|s| s.trim().to_string())
 }
 
-/// The path a CPI's hint names: a string, or a map with `path`.
-fn hint_path(hint: &serde_json::Value) -> Option<PathBuf> {
-    match hint {
-        serde_json::Value::String(path) => Some(PathBuf::from(path)),
-        serde_json::Value::Object(map) => map.get("path").and_then(|p| p.as_str()).map(PathBuf::from),
-        _ => None,
-    }
+/// The path a CPI's hint names (a string, or a map with `path`), relative to the VM's root
+/// unless absolute.
+fn hint_path(root: &Root, hint: &serde_json::Value) -> Option<PathBuf> {
+    let path = match hint {
+        serde_json::Value::String(path) => path.as_str(),
+        serde_json::Value::Object(map) => map.get("path")?.as_str()?,
+        _ => return None,
+    };
+    Some(root.path().join(path))
 }
 
 fn mount_disk(root: &Root, request: MountDisk) -> Result<Mounted> {
@@ -543,7 +545,7 @@ fn mount_disk(root: &Root, request: MountDisk) -> Result<Mounted> {
             return Err(Error(format!("store/ holds disk `{found}`, not `{disk_id}`: refusing to mount it")));
         }
         None => {
-            let hinted = hint_path(&request.hint).filter(|path| disk_id_in(path).as_deref() == Some(disk_id));
+            let hinted = hint_path(root, &request.hint).filter(|path| disk_id_in(path).as_deref() == Some(disk_id));
             let Some(hinted) = hinted else {
                 return Err(Error(match fs::symlink_metadata(&store) {
                     Ok(_) => format!("store/ holds no {DISK_ID_FILE}: disk `{disk_id}` is not attached"),
@@ -589,8 +591,7 @@ fn migrate_disk(root: &Root, request: MigrateDisk) -> Result<MigratedDisk> {
     if disk_id_in(&store).as_deref() != Some(from) {
         return Err(Error(format!("store/ does not hold disk `{from}`: refusing to migrate from it")));
     }
-    let target = hint_path(&request.hint)
-        .map(|path| root.path().join(path))
+    let target = hint_path(root, &request.hint)
         .filter(|path| disk_id_in(path).as_deref() == Some(to))
         .ok_or_else(|| Error(format!("disk `{to}` is not attached where the hint says ({})", request.hint)))?;
     let leftovers: Vec<String> = fs::read_dir(&target)
